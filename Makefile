@@ -1,0 +1,44 @@
+# The two commands: `make demo` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test unit integration bench lint typecheck kafka-up kafka-down clean
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+demo: $(STAMP)  ## local broker + worker + simulated model servers, live output (Ctrl-C stops)
+	$(VENV)/bin/driftline demo $(ARGS)
+
+test: $(STAMP)  ## unit + integration tests (starts a real local Kafka broker)
+	$(VENV)/bin/pytest -q -ra $(ARGS)
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q tests/unit $(ARGS)
+
+integration: $(STAMP)
+	$(VENV)/bin/pytest -q tests/integration $(ARGS)
+
+bench: $(STAMP)  ## benchmarks in loadtest/, JSON results under .driftline/bench/
+	$(VENV)/bin/python loadtest/bench_validation.py
+	$(VENV)/bin/python loadtest/bench_sdk.py
+	$(VENV)/bin/python loadtest/bench_ingest.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check streams tests loadtest
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+kafka-up: $(STAMP)
+	$(VENV)/bin/driftline kafka up
+
+kafka-down: $(STAMP)
+	$(VENV)/bin/driftline kafka down
+
+clean:
+	rm -rf .driftline

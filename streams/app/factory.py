@@ -1,0 +1,143 @@
+"""``create_app(settings)``: build the faust app, its topics and agents. Nothing at import time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CollectorRegistry, generate_latest
+
+from streams.app.ingest import IngestStage, Router
+from streams.app.live import FlowStats
+from streams.app.transport import IdempotentProducer
+from streams.config import Settings
+from streams.events.codec import Decoder
+from streams.observability import PipelineMetrics
+
+# The classic text exposition format, which every Prometheus version scrapes; aiohttp
+# refuses a charset inside content_type and Prometheus assumes UTF-8 anyway.
+_PROM_CONTENT_TYPE = "text/plain; version=0.0.4"
+INPUT_TOPICS = ("predictions", "feedback", "telemetry")
+
+
+@dataclass(slots=True)
+class Driftline:
+    """The app plus the objects tests and later stages hook into."""
+
+    app: faust.App
+    settings: Settings
+    registry: CollectorRegistry
+    metrics: PipelineMetrics
+    router: Router
+    ingest: IngestStage
+    flow: FlowStats
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None,
+               live_interval_s: float = 0.0) -> Driftline:
+    """Build a worker app for ``settings``.
+
+    Parameters
+    ----------
+    settings
+        Validated settings (see :func:`streams.config.load_settings`).
+    registry
+        Where Prometheus metrics go; a fresh registry when omitted, so two apps
+        in one process (tests) never clash.
+    live_interval_s
+        When positive, print a table of what flowed every so many seconds.
+    """
+    registry = registry or CollectorRegistry()
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        store="rocksdb://",
+        datadir=settings.data_dir,
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        producer_acks=-1,
+        producer_max_request_size=16 * 1024 * 1024,
+        consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=16 * 1024 * 1024,
+        stream_buffer_maxsize=4096,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+    )
+    app.transport.Producer = IdempotentProducer
+    metrics = PipelineMetrics.create(registry)
+    router = Router()
+    flow = FlowStats()
+    router.on_predictions.append(flow.on_predictions)
+    router.on_feedback.append(flow.on_feedback)
+    router.on_telemetry.append(flow.on_telemetry)
+    ingest = IngestStage(Decoder(settings.max_record_bytes), router, metrics)
+    dl = Driftline(app, settings, registry, metrics, router, ingest, flow)
+    _wire(dl)
+    if live_interval_s > 0:
+        _wire_live(dl, live_interval_s)
+    return dl
+
+
+def _wire_live(dl: Driftline, interval_s: float) -> None:
+    import time
+
+    from rich.console import Console
+
+    from streams.app.live import render
+
+    console = Console()
+    started = time.monotonic()
+
+    @dl.app.timer(interval_s)
+    async def show() -> None:
+        console.print(render(dl.flow, time.monotonic() - started))
+
+    del show
+
+
+def _wire(dl: Driftline) -> None:
+    app, s = dl.app, dl.settings
+    raw: dict[str, Any] = {"value_type": bytes, "value_serializer": "raw",
+                           "key_type": bytes, "key_serializer": "raw"}
+    source = app.topic(*(s.topic(t) for t in INPUT_TOPICS), **raw)
+    deadletter = app.topic(s.topic("deadletter"), **raw)
+    consumer_lag = dl.metrics.consumer_lag
+    ingest = dl.ingest
+    flow = dl.flow
+
+    @app.agent(source, name="ingest")
+    async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            msg = event.message
+            for d in ingest.process(msg.topic, msg.partition, msg.offset, msg.key, msg.value):
+                flow.on_deadletter(d.reason)
+                dl.metrics.deadletter_records.labels(d.reason).inc()
+                await deadletter.send(key=d.key, value=d.value)
+            try:
+                hw = app.consumer.highwater(msg.tp)
+            except Exception:
+                continue
+            if hw is not None:
+                consumer_lag.labels(msg.topic, str(msg.partition)).set(max(hw - msg.offset - 1, 0))
+
+    registry = dl.registry
+
+    @app.page("/metrics")
+    class Metrics(View):  # type: ignore[misc]
+        async def get(self, request: Request) -> Response:
+            return self.bytes(generate_latest(registry), content_type=_PROM_CONTENT_TYPE)
+
+    @app.page("/healthz")
+    class Health(View):  # type: ignore[misc]
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok", "app_id": s.app_id})
+
+    del ingest_agent, Metrics, Health

@@ -1,0 +1,117 @@
+"""The ingest stage: decode a record, route valid batches onward, dead-letter the rest.
+
+Kept free of faust so it can be driven directly in tests; the agent in
+:mod:`streams.app.factory` only feeds it records and sends what it returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from streams.core.batches import FeedbackBatch, PredictionBatch
+from streams.events.codec import Decoded, Decoder, Rejected
+from streams.events.models import DeadLetterV1, TelemetryV1
+from streams.events.reasons import Reason
+from streams.observability import PipelineMetrics
+
+PredictionHandler = Callable[[PredictionBatch], None]
+FeedbackHandler = Callable[[FeedbackBatch], None]
+TelemetryHandler = Callable[[list[TelemetryV1]], None]
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(slots=True)
+class Router:
+    """Where valid batches go next. Later stages (metrics, drift, alerts) register here."""
+
+    on_predictions: list[PredictionHandler] = field(default_factory=list)
+    on_feedback: list[FeedbackHandler] = field(default_factory=list)
+    on_telemetry: list[TelemetryHandler] = field(default_factory=list)
+
+    def route(self, decoded: Decoded) -> None:
+        for pb in decoded.predictions:
+            for ph in self.on_predictions:
+                ph(pb)
+        for fb in decoded.feedback:
+            for fh in self.on_feedback:
+                fh(fb)
+        if decoded.telemetry:
+            for th in self.on_telemetry:
+                th(decoded.telemetry)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead-letter record ready to send: key and encoded ``DeadLetterV1`` value."""
+
+    key: bytes | None
+    value: bytes
+    reason: str
+
+
+def dead_letter(rej: Rejected, topic: str, partition: int, offset: int, key: bytes | None,
+                received_ms: int) -> DeadLetter:
+    value = _encode(DeadLetterV1(
+        reason=rej.reason.value,
+        detail=rej.detail,
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        original_b64=base64.b64encode(rej.original).decode("ascii"),
+        original_size_bytes=len(rej.original),
+        received_ms=received_ms,
+        batch_index=rej.batch_index,
+        source_key_b64=None if key is None else base64.b64encode(key).decode("ascii"),
+    ))
+    return DeadLetter(key=key, value=value, reason=rej.reason.value)
+
+
+class IngestStage:
+    """Decode -> route -> collect dead letters, with metrics; never raises on input."""
+
+    def __init__(self, decoder: Decoder, router: Router, metrics: PipelineMetrics,
+                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+        self.decoder = decoder
+        self.router = router
+        self.metrics = metrics
+        self.wall_ms = wall_ms
+
+    def process(self, topic: str, partition: int, offset: int, key: bytes | None,
+                value: bytes | None) -> list[DeadLetter]:
+        m = self.metrics
+        m.records_in.labels(topic).inc()
+        m.bytes_in.labels(topic).inc(len(value or b""))
+        t0 = time.perf_counter()
+        decoded = self.decoder.decode(value)
+        m.decode_seconds.observe(time.perf_counter() - t0)
+        now_ms = self.wall_ms()
+        self._count(decoded, now_ms)
+        try:
+            self.router.route(decoded)
+        except Exception as exc:  # a stage bug must not stop ingest; the input is kept
+            decoded.rejected.append(Rejected(Reason.INTERNAL_ERROR, repr(exc)[:500], value or b""))
+        out = [dead_letter(r, topic, partition, offset, key, now_ms) for r in decoded.rejected]
+        for d in out:
+            m.events_invalid.labels(d.reason).inc()
+        return out
+
+    def _count(self, d: Decoded, now_ms: int) -> None:
+        m = self.metrics
+        if d.predictions:
+            m.events_in.labels("prediction").inc(sum(len(b) for b in d.predictions))
+            newest = max(int(b.event_time_ms.max()) for b in d.predictions)
+            m.event_lag_seconds.labels("prediction").set((now_ms - newest) / 1000)
+        if d.feedback:
+            m.events_in.labels("feedback").inc(sum(len(b) for b in d.feedback))
+            newest = max(int(b.event_time_ms.max()) for b in d.feedback)
+            m.event_lag_seconds.labels("feedback").set((now_ms - newest) / 1000)
+        if d.telemetry:
+            m.events_in.labels("telemetry").inc(len(d.telemetry))
+            newest = max(t.event_time_ms for t in d.telemetry)
+            m.event_lag_seconds.labels("telemetry").set((now_ms - newest) / 1000)

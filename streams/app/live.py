@@ -1,0 +1,63 @@
+"""Per-model flow counters for the live terminal view (bounded: at most ``max_models`` rows)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from streams.core.batches import FeedbackBatch, PredictionBatch
+from streams.events.models import TelemetryV1
+
+
+@dataclass
+class FlowStats:
+    max_models: int = 50
+    predictions: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    feedback: Counter[str] = field(default_factory=Counter)
+    telemetry: Counter[str] = field(default_factory=Counter)
+    deadletters: Counter[str] = field(default_factory=Counter)
+    last_rss_bytes: dict[str, int] = field(default_factory=dict)
+
+    def _key(self, model: str, version: str | None = None) -> str:
+        key = model if version is None else f"{model}@{version}"
+        if key in self.predictions or len(self.predictions) < self.max_models:
+            return key
+        return "(other)"
+
+    def on_predictions(self, b: PredictionBatch) -> None:
+        key = self._key(b.model, b.model_version)
+        self.predictions[key] += len(b)
+        self.errors[key] += int(b.is_error.sum())
+
+    def on_feedback(self, b: FeedbackBatch) -> None:
+        self.feedback[b.model] += len(b)
+
+    def on_telemetry(self, events: list[TelemetryV1]) -> None:
+        for t in events:
+            self.telemetry[t.model] += 1
+            self.last_rss_bytes[t.model] = t.rss_bytes
+
+    def on_deadletter(self, reason: str) -> None:
+        self.deadletters[reason] += 1
+
+
+def render(flow: FlowStats, elapsed_s: float, previous: dict[str, int] | None = None) -> object:
+    """A rich table of what flowed so far; rates are against ``previous`` totals."""
+    from rich.table import Table
+
+    previous = previous if previous is not None else {}
+    table = Table(title=f"Driftline worker — {elapsed_s:,.0f}s", title_justify="left")
+    for col in ("model@version", "predictions", "errors", "feedback", "telemetry", "rss MiB"):
+        table.add_column(col, justify="right" if col != "model@version" else "left")
+    for key, n in sorted(flow.predictions.items()):
+        model = key.split("@", 1)[0]
+        rss = flow.last_rss_bytes.get(model)
+        table.add_row(key, f"{n:,}", f"{flow.errors[key]:,}", f"{flow.feedback[model]:,}",
+                      f"{flow.telemetry[model]:,}", "-" if rss is None else f"{rss / 2**20:,.0f}")
+    if flow.deadletters:
+        dl = ", ".join(f"{r}={n:,}" for r, n in sorted(flow.deadletters.items()))
+        table.caption = f"dead-lettered: {dl}"
+    else:
+        table.caption = "dead-lettered: none"
+    return table

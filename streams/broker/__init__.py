@@ -1,0 +1,1 @@
+"""Kafka plumbing outside the stream app: the embedded local broker and topic admin."""

@@ -1,0 +1,170 @@
+"""``driftline``: the command line.
+
+    driftline kafka up|down|status     the embedded local broker
+    driftline topics create|list       apply streams/topics.py to the cluster
+    driftline worker [--live]          run a stream worker
+    driftline simulate                 simulated model servers (uses the SDK)
+    driftline demo                     broker + topics + worker + simulator, live output
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from streams.config import ConfigError, Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "bootstrap", None):
+        overrides["bootstrap_servers"] = args.bootstrap
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from streams.broker.local import from_settings
+
+    s = _settings(args)
+    broker = from_settings(s)
+    if args.action == "up":
+        if not s.uses_local_broker:
+            print(f"bootstrap_servers is set ({s.bootstrap_servers}); not starting a local broker")
+            return 0
+        print(f"starting Apache Kafka {s.kafka_version} (KRaft) on {broker.bootstrap} ...", flush=True)
+        print(f"ready: {broker.up()}")
+    elif args.action == "down":
+        print("stopped" if broker.down() else "not running")
+    else:
+        print(json.dumps(broker.status(), indent=2))
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streams.broker.admin import create_topics
+    from streams.topics import resolved
+
+    s = _settings(args)
+    if args.action == "create":
+        for name, state in create_topics(s).items():
+            print(f"{name:40s} {state}")
+    else:
+        for name, partitions, spec in resolved(s):
+            print(f"{name:40s} partitions={partitions:<3d} {spec.kafka_config()}  # {spec.description}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from streams.app.factory import create_app
+    from streams.broker.admin import create_topics
+
+    s = _settings(args)
+    create_topics(s)
+    dl = create_app(s, live_interval_s=args.live)
+    worker = faust.Worker(dl.app, loglevel=s.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from streams.sim import run_simulation
+
+    s = _settings(args)
+    stats = run_simulation(s, models=args.models, rate_per_s=args.rate, duration_s=args.duration,
+                           garbage_every_s=args.garbage_every)
+    print(json.dumps(stats))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Everything a newcomer needs to watch events flow, in one process tree."""
+    from streams.broker.admin import create_topics
+    from streams.broker.local import from_settings
+
+    s = _settings(args)
+    if s.uses_local_broker:
+        print(f"[demo] local Apache Kafka {s.kafka_version} on {s.bootstrap} "
+              "(first run downloads the broker with mvn) ...", flush=True)
+        from_settings(s).up()
+    for name, state in create_topics(s).items():
+        print(f"[demo] topic {name}: {state}", flush=True)
+    env = dict(os.environ, DRIFTLINE_BOOTSTRAP_SERVERS=s.bootstrap)
+    Path(".driftline").mkdir(exist_ok=True)
+    sim_log = open(".driftline/simulator.log", "w")  # noqa: SIM115
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "simulate", "--models", str(args.models),
+         "--rate", str(args.rate), "--duration", str(args.duration), "--garbage-every", "5"],
+        env=env, stdout=sim_log, stderr=subprocess.STDOUT,
+    )
+    print(f"[demo] simulated model servers: {args.models} models, {args.rate:,} predictions/s, "
+          f"a burst of garbage every 5 s (log: .driftline/simulator.log)", flush=True)
+    print(f"[demo] worker metrics: http://{s.web_host}:{s.web_port}/metrics", flush=True)
+    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--live", "3"], env=env)
+    try:
+        deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+        while time.monotonic() < deadline and worker.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in (simulator, worker):
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in (simulator, worker):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    print("[demo] stopped (the broker keeps running: `driftline kafka down` stops it)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="driftline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML settings file (also DRIFTLINE_CONFIG)")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers; default: the local broker")
+    sub = p.add_subparsers(dest="command", required=True)
+    k = sub.add_parser("kafka", help="the embedded local broker")
+    k.add_argument("action", choices=["up", "down", "status"])
+    k.set_defaults(func=cmd_kafka)
+    t = sub.add_parser("topics", help="topic definitions")
+    t.add_argument("action", choices=["create", "list"])
+    t.set_defaults(func=cmd_topics)
+    w = sub.add_parser("worker", help="run a stream worker")
+    w.add_argument("--live", type=float, default=0.0, metavar="SECONDS",
+                   help="print what flowed every SECONDS")
+    w.set_defaults(func=cmd_worker)
+    for name, func, dur in (("simulate", cmd_simulate, 60.0), ("demo", cmd_demo, 0.0)):
+        sp = sub.add_parser(name)
+        sp.add_argument("--models", type=int, default=3)
+        sp.add_argument("--rate", type=int, default=2000, help="predictions per second in all")
+        sp.add_argument("--duration", type=float, default=dur, help="seconds; 0 = until Ctrl-C")
+        if name == "simulate":
+            sp.add_argument("--garbage-every", type=float, default=0.0,
+                            help="send a burst of malformed records every so many seconds")
+        sp.set_defaults(func=func)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # faust's worker parses sys.argv itself; hand it only the program name.
+    sys.argv = sys.argv[:1]
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"driftline: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

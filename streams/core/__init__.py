@@ -1,0 +1,1 @@
+"""Pure, deterministic computation: no Kafka, faust or HTTP imports; time is an argument."""

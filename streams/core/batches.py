@@ -1,0 +1,111 @@
+"""Column-oriented batches of events, the unit every core stage works on.
+
+A batch holds the events of one model version (predictions) or one model
+(feedback) as parallel columns. Numeric columns are numpy arrays; feature
+columns stay as the decoded lists and are converted on demand, so that a
+stage that does not look at features does not pay for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+def numeric_column(values: Sequence[Any]) -> FloatArray:
+    """Convert a feature column to float64; null, strings and booleans become NaN.
+
+    Booleans are excluded on purpose: ``True`` is a category, not the number 1.
+    """
+    out = np.full(len(values), np.nan, dtype=np.float64)
+    for i, v in enumerate(values):
+        if type(v) is float or type(v) is int:
+            out[i] = v
+    return out
+
+
+@dataclass(slots=True)
+class PredictionBatch:
+    """Predictions of one (model, model_version)."""
+
+    model: str
+    model_version: str
+    event_id: list[str]
+    event_time_ms: IntArray
+    latency_ms: FloatArray
+    is_error: BoolArray
+    features: dict[str, list[Any]] = field(default_factory=dict)
+    prediction: list[Any] | None = None
+    segment: dict[str, list[str | None]] | None = None
+    request_id: list[str | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+    def take(self, index: npt.NDArray[np.intp]) -> PredictionBatch:
+        """Return the rows at ``index`` (in that order) as a new batch."""
+        idx = index.tolist()
+
+        def pick(col: list[Any]) -> list[Any]:
+            return [col[i] for i in idx]
+
+        return PredictionBatch(
+            model=self.model,
+            model_version=self.model_version,
+            event_id=pick(self.event_id),
+            event_time_ms=self.event_time_ms[index],
+            latency_ms=self.latency_ms[index],
+            is_error=self.is_error[index],
+            features={k: pick(v) for k, v in self.features.items()},
+            prediction=None if self.prediction is None else pick(self.prediction),
+            segment=None if self.segment is None else {k: pick(v) for k, v in self.segment.items()},
+            request_id=None if self.request_id is None else pick(self.request_id),
+        )
+
+
+@dataclass(slots=True)
+class FeedbackBatch:
+    """Ground-truth labels of one model."""
+
+    model: str
+    event_id: list[str]
+    label: list[Any]
+    event_time_ms: IntArray
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+    def take(self, index: npt.NDArray[np.intp]) -> FeedbackBatch:
+        idx = index.tolist()
+        return FeedbackBatch(
+            model=self.model,
+            event_id=[self.event_id[i] for i in idx],
+            label=[self.label[i] for i in idx],
+            event_time_ms=self.event_time_ms[index],
+        )
+
+
+def first_occurrences(ids: Sequence[str]) -> tuple[npt.NDArray[np.intp], list[int]]:
+    """Split positions into first occurrences of each id and later duplicates.
+
+    Used to drop duplicate event ids inside one record (a retried send can
+    repeat an event); duplicates across records are the join stage's concern.
+    """
+    seen: set[str] = set()
+    keep: list[int] = []
+    dup: list[int] = []
+    for i, e in enumerate(ids):
+        if e in seen:
+            dup.append(i)
+        else:
+            seen.add(e)
+            keep.append(i)
+    return np.asarray(keep, dtype=np.intp), dup

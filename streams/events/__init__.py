@@ -1,0 +1,1 @@
+"""Event contracts and codec: decode, validate against ``schemas/``, encode."""
