@@ -61,10 +61,12 @@ _RowBatch = Annotated[list[m.SingleEvent], msgspec.Meta(min_length=1, max_length
 _record_decoder = msgspec.json.Decoder(m.SingleEvent | m.ColumnBatch | _RowBatch)
 _single_decoder = msgspec.json.Decoder(m.SingleEvent)
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_raw_dict_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
-_PREDICTION_COLUMNS = ("event_time_ms", "latency_ms", "status")
+# Optional columns a batch may send as null ("no such column"), like omitting them.
+_OPTIONAL_COLUMNS = frozenset({"prediction", "segment", "request_id"})
 _ROW_FIELDS_FROM_BATCH = {
     m.PREDICTION_COLUMNS_V1: (m.PREDICTION_V1, ("model", "model_version")),
     m.FEEDBACK_COLUMNS_V1: (m.FEEDBACK_V1, ("model",)),
@@ -105,14 +107,14 @@ class Decoder:
     def _decode_into(self, data: bytes, out: Decoded) -> None:
         try:
             obj = _record_decoder.decode(data)
-        except msgspec.ValidationError:
-            self._slow_path(data, out)
+        except msgspec.ValidationError as exc:
+            self._slow_path(data, out, exc)
             return
         except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
             out.rejected.append(Rejected(Reason.UNDECODABLE, _short(exc), data))
             return
         if isinstance(obj, list):
-            _add_rows(obj, [None] * len(obj), out)
+            _add_rows(obj, list(range(len(obj))), out)
         elif isinstance(obj, m.PredictionColumnsV1):
             _add_prediction_columns(obj, data, out)
         elif isinstance(obj, m.FeedbackColumnsV1):
@@ -121,30 +123,51 @@ class Decoder:
             _add_rows([obj], [None], out, originals=[data])
 
     # -- slow path: find the bad events ---------------------------------------
-    def _slow_path(self, data: bytes, out: Decoded) -> None:
+    def _slow_path(self, data: bytes, out: Decoded, error: msgspec.ValidationError) -> None:
+        # Split structurally first (Raw pieces are not parsed), so that one event
+        # the untyped parser cannot hold (a number beyond float64, nesting deeper
+        # than the interpreter allows) is rejected alone, not with its record.
         try:
-            loose = _any_decoder.decode(data)
-        except (msgspec.DecodeError, RecursionError) as exc:
+            raws = _raw_list_decoder.decode(data)
+        except msgspec.ValidationError:
+            raws = None
+        except RecursionError:  # well-formed (the typed pass validated it) but absurdly deep
+            out.rejected.append(Rejected(Reason.INVALID_EVENT, _short(error), data))
+            return
+        except msgspec.DecodeError as exc:
             out.rejected.append(Rejected(Reason.UNDECODABLE, _short(exc), data))
             return
-        if isinstance(loose, list):
-            if not 0 < len(loose) <= m.MAX_BATCH_EVENTS:
-                detail = f"row batch must hold 1 to {m.MAX_BATCH_EVENTS} events, got {len(loose)}"
+        if raws is not None:
+            if not 0 < len(raws) <= m.MAX_BATCH_EVENTS:
+                detail = f"row batch must hold 1 to {m.MAX_BATCH_EVENTS} events, got {len(raws)}"
                 out.rejected.append(Rejected(Reason.INVALID_BATCH, detail, data))
                 return
-            self._split_rows(data, out)
-        elif isinstance(loose, dict):
-            tag = loose.get("schema")
-            if tag in _ROW_FIELDS_FROM_BATCH:
-                _split_columns(loose, data, out)
-            else:
-                out.rejected.append(_reject_single(loose, data))
-        else:
-            detail = f"record must be a JSON object or array, got {type(loose).__name__}"
+            self._split_rows(raws, out)
+            return
+        try:
+            fields = _raw_dict_decoder.decode(data)
+        except msgspec.ValidationError:
+            detail = "record must be a JSON object or array"
             out.rejected.append(Rejected(Reason.INVALID_EVENT, detail, data))
+            return
+        except RecursionError:
+            out.rejected.append(Rejected(Reason.INVALID_EVENT, _short(error), data))
+            return
+        except msgspec.DecodeError as exc:
+            out.rejected.append(Rejected(Reason.UNDECODABLE, _short(exc), data))
+            return
+        tag = _loose(fields.get("schema", msgspec.Raw(b"null")))
+        if tag in _ROW_FIELDS_FROM_BATCH:
+            _split_columns(fields, data, out)
+            return
+        try:
+            loose = _any_decoder.decode(data)
+        except (msgspec.DecodeError, RecursionError):
+            out.rejected.append(Rejected(Reason.INVALID_EVENT, _short(error), data))
+            return
+        out.rejected.append(_reject_single(loose, data))
 
-    def _split_rows(self, data: bytes, out: Decoded) -> None:
-        raws = _raw_list_decoder.decode(data)
+    def _split_rows(self, raws: list[msgspec.Raw], out: Decoded) -> None:
         good: list[m.SingleEvent] = []
         where: list[int | None] = []
         pieces: list[bytes | None] = []
@@ -154,9 +177,43 @@ class Decoder:
                 good.append(_single_decoder.decode(piece))
                 where.append(i)
                 pieces.append(piece)
-            except msgspec.ValidationError:
-                out.rejected.append(_reject_single(_any_decoder.decode(piece), piece, i))
+            except msgspec.ValidationError as exc:
+                try:
+                    rejected = _reject_single(_any_decoder.decode(piece), piece, i)
+                except (msgspec.DecodeError, RecursionError):
+                    rejected = Rejected(Reason.INVALID_EVENT, _short(exc), piece, i)
+                out.rejected.append(rejected)
         _add_rows(good, where, out, originals=pieces)
+
+
+class _Unparseable:
+    """Stands in for a value the untyped parser cannot hold; fails any validation."""
+
+    def __repr__(self) -> str:
+        return "<number or nesting beyond what JSON decoding can represent>"
+
+
+def _loose(raw: msgspec.Raw) -> Any:
+    try:
+        return _any_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return _Unparseable()
+
+
+def _loose_column(raw: msgspec.Raw) -> Any:
+    """Decode one column; an unparseable element spoils only its own row."""
+    value = _loose(raw)
+    if not isinstance(value, _Unparseable):
+        return value
+    try:
+        items = _raw_list_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        try:
+            sub = _raw_dict_decoder.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            return value
+        return {k: _loose_column(v) for k, v in sub.items()}
+    return [_loose(x) for x in items]
 
 
 def _short(exc: BaseException) -> str:
@@ -181,8 +238,9 @@ def _reject_single(obj: Any, original: bytes, index: int | None = None) -> Rejec
     return Rejected(Reason.INVALID_EVENT, "column batches cannot nest in a row batch", original, index)
 
 
-def _split_columns(obj: dict[str, Any], data: bytes, out: Decoded) -> None:
+def _split_columns(fields: dict[str, msgspec.Raw], data: bytes, out: Decoded) -> None:
     """Validate a column batch row by row, after checking its shape."""
+    obj = {k: (_loose(v) if k == "schema" else _loose_column(v)) for k, v in fields.items()}
     row_tag, shared = _ROW_FIELDS_FROM_BATCH[obj["schema"]]
     n, problem = _column_shape(obj, shared)
     if problem:
@@ -195,9 +253,17 @@ def _split_columns(obj: dict[str, Any], data: bytes, out: Decoded) -> None:
         try:
             good.append(msgspec.convert(row, m.SingleEvent))
             where.append(i)
-        except msgspec.ValidationError as exc:
-            out.rejected.append(Rejected(Reason.INVALID_EVENT, _short(exc), _encoder.encode(row), i))
+        except (msgspec.ValidationError, TypeError) as exc:
+            out.rejected.append(Rejected(Reason.INVALID_EVENT, _short(exc), _encode_row(row), i))
     _add_rows(good, where, out)
+
+
+def _encode_row(row: dict[str, Any]) -> bytes:
+    try:
+        return _encoder.encode(row)
+    except TypeError:  # an _Unparseable inside: keep what can be shown
+        return _encoder.encode({k: (repr(v) if isinstance(v, _Unparseable) else v)
+                                for k, v in row.items()})
 
 
 def _column_shape(obj: dict[str, Any], shared: tuple[str, ...]) -> tuple[int, str]:
@@ -208,7 +274,7 @@ def _column_shape(obj: dict[str, Any], shared: tuple[str, ...]) -> tuple[int, st
     if n > m.MAX_BATCH_EVENTS:
         return 0, f"batch has {n} events, limit is {m.MAX_BATCH_EVENTS}"
     for key, value in obj.items():
-        if key == "schema" or key in shared:
+        if key == "schema" or key in shared or (value is None and key in _OPTIONAL_COLUMNS):
             continue
         cols = value.items() if isinstance(value, dict) else [(None, value)]
         for sub, col in cols:
@@ -223,12 +289,15 @@ def _column_shape(obj: dict[str, Any], shared: tuple[str, ...]) -> tuple[int, st
 def _row_of(obj: dict[str, Any], i: int, row_tag: str, shared: tuple[str, ...]) -> dict[str, Any]:
     row: dict[str, Any] = {"schema": row_tag}
     for key, value in obj.items():
-        if key == "schema":
+        if key == "schema" or (value is None and key in _OPTIONAL_COLUMNS):
             continue
         if key in shared:
             row[key] = value
         elif isinstance(value, dict):
-            row[key] = {k: col[i] for k, col in value.items()}
+            # A column batch marks "no segment tag for this event" with null;
+            # the single-event form simply omits the tag.
+            row[key] = {k: col[i] for k, col in value.items()
+                        if not (key == "segment" and col[i] is None)}
         else:
             row[key] = value[i]
     return row
@@ -237,11 +306,13 @@ def _row_of(obj: dict[str, Any], i: int, row_tag: str, shared: tuple[str, ...]) 
 # -- building batches ----------------------------------------------------------
 def _dedup_rows(events: list[m.SingleEvent], where: list[int | None], originals: list[bytes | None],
                 out: Decoded) -> list[m.SingleEvent]:
-    ids = [e.event_id if not isinstance(e, m.TelemetryV1) else f"\0t{i}" for i, e in enumerate(events)]
+    # Duplicates are per kind: a label shares its prediction's event id by design.
+    ids = [f"{type(e).__name__}\0{e.event_id}" if not isinstance(e, m.TelemetryV1) else f"\0t{i}"
+           for i, e in enumerate(events)]
     keep, dup = first_occurrences(ids)
     for j in dup:
         raw = originals[j] if originals[j] is not None else _encoder.encode(events[j])
-        detail = f"event_id {ids[j]!r} repeats in this record"
+        detail = f"event_id {ids[j].split(chr(0))[1]!r} repeats in this record"
         out.rejected.append(Rejected(Reason.DUPLICATE_EVENT_ID, detail, raw, where[j]))
     return [events[i] for i in keep.tolist()]
 

@@ -25,7 +25,10 @@ CpuPercent = Annotated[float, msgspec.Meta(ge=0.0, le=100_000.0)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 EpochMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999)]  # up to 9999-12-31
 EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+# Patterns end in ``$(?!\n)``, not ``$``: Python's ``re`` (which msgspec uses)
+# lets ``$`` match before a final newline, so ``"fraud\n"`` would pass, while
+# JSON Schema's ECMA-262 ``$`` does not. With ``(?!\n)`` both dialects agree.
+Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$(?!\n)")]
 Version = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 ShortText = Annotated[str, msgspec.Meta(max_length=1024)]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -173,7 +176,7 @@ class DeadLetterV1(msgspec.Struct, tag_field="schema", tag=DEAD_LETTER_V1, omit_
 class AlertV1(msgspec.Struct, tag_field="schema", tag=ALERT_V1, omit_defaults=True):
     """A state change of one alert (firing or resolved), keyed by ``fingerprint``."""
 
-    fingerprint: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,64}$")]
+    fingerprint: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,64}$(?!\n)")]
     status: Literal["firing", "resolved"]
     severity: Literal["info", "warning", "critical"]
     model: Name
