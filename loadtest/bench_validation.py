@@ -19,13 +19,14 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtest.common import machine, prediction_rows, save, to_columns  # noqa: E402
-from streams.events.codec import Decoder  # noqa: E402
+from loadtest.common import machine, prediction_rows, save, to_columns
+from streams.events.codec import Decoder
 
 BATCH = 500
 
 
-def per_event_us(fn: Callable[[], object], events: int, repeat: int = 7, min_s: float = 0.3) -> dict[str, float]:
+def per_event_us(fn: Callable[[], object], events: int, repeat: int = 7,
+                 min_s: float = 0.3) -> dict[str, float]:
     runs = []
     for _ in range(repeat):
         n = 0
@@ -73,7 +74,8 @@ def main() -> None:
     path = save("validation", out)
     for name, r in results.items():
         print(f"{name:42s} {r['median_us']:8.3f} us/event  (min {r['min_us']:.3f}, max {r['max_us']:.3f})")
-    print(f"column-batch decode+validate / orjson parse of row batch: {out['ratio_column_decode_to_orjson_rows']:.2f}")
+    ratio = out["ratio_column_decode_to_orjson_rows"]
+    print(f"column-batch decode+validate / orjson parse of row batch: {ratio:.2f}")
     print(f"results: {path}")
 
 

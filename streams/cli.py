@@ -69,7 +69,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     s = _settings(args)
     create_topics(s)
     dl = create_app(s, live_interval_s=args.live)
-    worker = faust.Worker(dl.app, loglevel=s.log_level, quiet=True)
+    worker = faust.Worker(dl.app, loglevel=s.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
 

@@ -57,6 +57,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
         datadir=settings.data_dir,
         web_enabled=True,
         web_host=settings.web_host,
+        web_bind=settings.web_host,
         web_port=settings.web_port,
         web_in_thread=False,
         topic_partitions=settings.partitions,
@@ -71,7 +72,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
     )
-    app.transport.Producer = IdempotentProducer
+    app.transport.Producer = IdempotentProducer  # type: ignore[misc]
     metrics = PipelineMetrics.create(registry)
     router = Router()
     flow = FlowStats()
@@ -96,7 +97,7 @@ def _wire_live(dl: Driftline, interval_s: float) -> None:
     console = Console()
     started = time.monotonic()
 
-    @dl.app.timer(interval_s)
+    @dl.app.timer(interval_s)  # type: ignore[untyped-decorator]
     async def show() -> None:
         console.print(render(dl.flow, time.monotonic() - started))
 

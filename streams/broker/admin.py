@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streams.config import Settings
 from streams.topics import resolved
 
 
-def admin_config(settings: Settings) -> dict[str, str]:
+def admin_config(settings: Settings) -> dict[str, str | int | float | bool]:
     return {"bootstrap.servers": settings.bootstrap}
 
 

@@ -311,7 +311,8 @@ def _dedup_rows(events: list[m.SingleEvent], where: list[int | None], originals:
            for i, e in enumerate(events)]
     keep, dup = first_occurrences(ids)
     for j in dup:
-        raw = originals[j] if originals[j] is not None else _encoder.encode(events[j])
+        original = originals[j]
+        raw = original if original is not None else _encoder.encode(events[j])
         detail = f"event_id {ids[j].split(chr(0))[1]!r} repeats in this record"
         out.rejected.append(Rejected(Reason.DUPLICATE_EVENT_ID, detail, raw, where[j]))
     return [events[i] for i in keep.tolist()]
@@ -334,13 +335,13 @@ def _add_rows(events: list[Any], where: list[Any], out: Decoded,
             out.telemetry.append(e)
     for (model, version), rows in preds.items():
         out.predictions.append(_prediction_batch_from_rows(model, version, rows))
-    for model, rows in labels.items():
+    for model, fb_rows in labels.items():
         out.feedback.append(
             FeedbackBatch(
                 model=model,
-                event_id=[r.event_id for r in rows],
-                label=[r.label for r in rows],
-                event_time_ms=np.array([r.event_time_ms for r in rows], dtype=np.int64),
+                event_id=[r.event_id for r in fb_rows],
+                label=[r.label for r in fb_rows],
+                event_time_ms=np.array([r.event_time_ms for r in fb_rows], dtype=np.int64),
             )
         )
 
@@ -372,7 +373,7 @@ def _prediction_batch_from_rows(model: str, version: str, rows: list[m.Predictio
 
 
 def _add_prediction_columns(b: m.PredictionColumnsV1, data: bytes, out: Decoded) -> None:
-    n, problem = _struct_shape(b, ("event_time_ms", "latency_ms", "status"),
+    _, problem = _struct_shape(b, ("event_time_ms", "latency_ms", "status"),
                                ("features", "segment"), ("prediction", "request_id"))
     if problem:
         out.rejected.append(Rejected(Reason.INVALID_BATCH, problem, data))
@@ -401,7 +402,7 @@ def _add_prediction_columns(b: m.PredictionColumnsV1, data: bytes, out: Decoded)
 
 
 def _add_feedback_columns(b: m.FeedbackColumnsV1, data: bytes, out: Decoded) -> None:
-    n, problem = _struct_shape(b, ("label", "event_time_ms"), (), ())
+    _, problem = _struct_shape(b, ("label", "event_time_ms"), (), ())
     if problem:
         out.rejected.append(Rejected(Reason.INVALID_BATCH, problem, data))
         return

@@ -187,6 +187,6 @@ class AlertV1(msgspec.Struct, tag_field="schema", tag=ALERT_V1, omit_defaults=Tr
     starts_at_ms: EpochMs
     model_version: Version | None = None
     ends_at_ms: EpochMs | None = None
-    evidence: dict[Key, Finite | ShortText | bool | None | list[Finite | ShortText]] = {}
+    evidence: dict[Key, Finite | ShortText | bool | list[Finite | ShortText] | None] = {}
     labels: dict[Key, ShortText] = {}
     annotations: dict[Key, Annotated[str, msgspec.Meta(max_length=8192)]] = {}
