@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from streams.core.batches import FeedbackBatch, PredictionBatch, first_occurrences
 from streams.events import models as m
@@ -390,15 +391,8 @@ def _add_prediction_columns(b: m.PredictionColumnsV1, data: bytes, out: Decoded)
         segment=b.segment,
         request_id=b.request_id,
     )
-    keep, dup = first_occurrences(b.event_id)
-    if dup:
-        full = _any_decoder.decode(data)
-        for j in dup:
-            row = _row_of(full, j, m.PREDICTION_V1, ("model", "model_version"))
-            detail = f"event_id {b.event_id[j]!r} repeats in this record"
-            out.rejected.append(Rejected(Reason.DUPLICATE_EVENT_ID, detail, _encoder.encode(row), j))
-        batch = batch.take(keep)
-    out.predictions.append(batch)
+    keep = _reject_column_duplicates(b.event_id, data, m.PREDICTION_COLUMNS_V1, out)
+    out.predictions.append(batch if keep is None else batch.take(keep))
 
 
 def _add_feedback_columns(b: m.FeedbackColumnsV1, data: bytes, out: Decoded) -> None:
@@ -412,15 +406,23 @@ def _add_feedback_columns(b: m.FeedbackColumnsV1, data: bytes, out: Decoded) -> 
         label=b.label,
         event_time_ms=np.asarray(b.event_time_ms, dtype=np.int64),
     )
-    keep, dup = first_occurrences(b.event_id)
-    if dup:
-        full = _any_decoder.decode(data)
-        for j in dup:
-            row = _row_of(full, j, m.FEEDBACK_V1, ("model",))
-            detail = f"event_id {b.event_id[j]!r} repeats in this record"
-            out.rejected.append(Rejected(Reason.DUPLICATE_EVENT_ID, detail, _encoder.encode(row), j))
-        batch = batch.take(keep)
-    out.feedback.append(batch)
+    keep = _reject_column_duplicates(b.event_id, data, m.FEEDBACK_COLUMNS_V1, out)
+    out.feedback.append(batch if keep is None else batch.take(keep))
+
+
+def _reject_column_duplicates(ids: list[str], data: bytes, tag: str,
+                              out: Decoded) -> npt.NDArray[np.intp] | None:
+    """Dead-letter repeated event ids of a column batch; return the rows to keep (None: all)."""
+    keep, dup = first_occurrences(ids)
+    if not dup:
+        return None
+    row_tag, shared = _ROW_FIELDS_FROM_BATCH[tag]
+    full = _any_decoder.decode(data)
+    for j in dup:
+        row = _row_of(full, j, row_tag, shared)
+        detail = f"event_id {ids[j]!r} repeats in this record"
+        out.rejected.append(Rejected(Reason.DUPLICATE_EVENT_ID, detail, _encoder.encode(row), j))
+    return keep
 
 
 def _struct_shape(b: Any, required: tuple[str, ...], nested: tuple[str, ...],
