@@ -40,12 +40,16 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield external
         return
     defaults = Settings()
+    port = free_port()
+    controller_port = free_port()
+    while controller_port == port:  # two free_port() calls can return the same port
+        controller_port = free_port()
     broker = LocalBroker(
         version=defaults.kafka_version,
         cache_dir=Path(defaults.kafka_cache_dir),
         data_dir=tmp_path_factory.mktemp("kafka"),
-        port=free_port(),
-        controller_port=free_port(),
+        port=port,
+        controller_port=controller_port,
     )
     broker.up()
     yield broker.bootstrap

@@ -88,9 +88,11 @@ OVERFLOW = 1_234
 def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
     """A broker of this test's own, so that stopping it disturbs no other test."""
     defaults = Settings()
+    port = controller_port = free_port()
+    while controller_port == port:  # two listeners on one port: the broker refuses to format
+        controller_port = free_port()
     broker = LocalBroker(version=defaults.kafka_version, cache_dir=Path(defaults.kafka_cache_dir),
-                         data_dir=tmp_path / "kafka", port=free_port(),
-                         controller_port=free_port())
+                         data_dir=tmp_path / "kafka", port=port, controller_port=controller_port)
     try:
         broker.up()
         yield broker
