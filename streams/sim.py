@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
+from dataclasses import asdict
 from typing import Any
 
-import orjson
 from confluent_kafka import Producer
 
 from streams.config import Settings
@@ -91,5 +91,4 @@ def run_simulation(settings: Settings, models: int = 3, rate_per_s: int = 2000,
         for c in clients:
             c.close()
     return {"predictions_sent": sent,
-            "clients": {n: c.stats().__dict__ if hasattr(c.stats(), "__dict__") else
-                        orjson.loads(orjson.dumps(c.stats())) for n, c in zip(names, clients, strict=True)}}
+            "clients": {n: asdict(c.stats()) for n, c in zip(names, clients, strict=True)}}
