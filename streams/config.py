@@ -15,6 +15,10 @@ from typing import Any
 
 import yaml
 
+from streams.core.metrics_config import EngineConfig, ModelConfig
+from streams.core.outcomes import TaskConfig
+from streams.core.windows import WindowSpec, parse_duration_ms
+
 DEFAULT_LOCAL_BOOTSTRAP = "127.0.0.1:9092"
 
 
@@ -45,6 +49,7 @@ class Settings:
     local_broker_port: int = 9092
     local_controller_port: int = 9093
     log_level: str = "warn"
+    metrics: EngineConfig = field(default_factory=EngineConfig)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -102,7 +107,7 @@ def load_settings(
     accepted alias for the bootstrap address.
     """
     env = os.environ if env is None else env
-    known = {f.name for f in fields(Settings)} - {"extra"}
+    known = {f.name for f in fields(Settings)} - {"extra", "metrics"}
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     config_path = path or env.get("DRIFTLINE_CONFIG")
@@ -116,7 +121,7 @@ def load_settings(
         for key, raw in loaded.items():
             if key in known:
                 values[key] = _coerce(key, raw, str(config_path))
-            elif key in ("models", "rules", "notify"):
+            elif key in ("metrics", "models", "rules", "notify"):
                 extra[key] = raw
             else:
                 raise ConfigError(f"{key} (from {config_path}): unknown setting")
@@ -131,7 +136,8 @@ def load_settings(
             raise ConfigError(f"{name}: unknown setting")
         if raw is not None:
             values[name] = _coerce(name, raw, "command line")
-    settings = replace(Settings(), **values, extra=extra)
+    metrics = engine_config(extra.get("metrics") or {}, extra.get("models") or {}, str(config_path))
+    settings = replace(Settings(), **values, metrics=metrics, extra=extra)
     _check(settings)
     return settings
 
@@ -152,3 +158,75 @@ def _check(s: Settings) -> None:
         raise ConfigError("local_controller_port: must differ from local_broker_port")
     if not s.kafka_version.startswith(("3.", "4.")):
         raise ConfigError(f"kafka_version: expected a 3.x or 4.x release, got {s.kafka_version!r}")
+
+
+_METRICS_DURATIONS = {"allowed_lateness": "allowed_lateness_ms", "idle_close": "idle_close_ms",
+                      "label_horizon": "label_horizon_ms"}
+_METRICS_INTS = ("max_pending_labels", "max_segments", "max_features", "top_k", "max_classes")
+_MODEL_KEYS = {"task", "positive_label", "threshold", "sample_rate", "sampling", "stratify_by", "champion",
+               "challengers"}
+
+
+def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _model_config(raw: Mapping[str, Any], where: str) -> ModelConfig:
+    unknown = set(raw) - _MODEL_KEYS
+    if unknown:
+        known = ", ".join(sorted(_MODEL_KEYS))
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown setting (known: {known})")
+    try:
+        positive = raw.get("positive_label")
+        task = TaskConfig(task=raw.get("task", "auto"),
+                          positive_label=None if positive is None else str(positive),
+                          threshold=float(raw.get("threshold", 0.5)))
+        if task.task not in ("auto", "classification", "regression"):
+            raise ValueError(f"task: must be auto, classification or regression, got {task.task!r}")
+        return ModelConfig(task=task, sample_rate=float(raw.get("sample_rate", 1.0)),
+                           strategy=raw.get("sampling", "random"),
+                           stratify_by=str(raw.get("stratify_by", "prediction")),
+                           champion=None if raw.get("champion") is None else str(raw["champion"]),
+                           challengers=tuple(str(c) for c in raw.get("challengers", ())))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def engine_config(metrics: Any, models: Any, source: str) -> EngineConfig:
+    """Build the metrics engine settings from the ``metrics:`` and ``models:`` YAML sections."""
+    m = _mapping(metrics, f"metrics (from {source})")
+    kwargs: dict[str, Any] = {}
+    for key, raw in m.items():
+        where = f"metrics.{key} (from {source})"
+        try:
+            if key == "windows":
+                if not isinstance(raw, list) or not raw:
+                    raise ValueError("expected a non-empty list like ['1m', '5m/1m', '1h']")
+                kwargs["windows"] = tuple(WindowSpec.parse(str(w)) for w in raw)
+            elif key in _METRICS_DURATIONS:
+                text = str(raw)
+                kwargs[_METRICS_DURATIONS[key]] = 0 if text in ("0", "0s") else parse_duration_ms(text)
+            elif key in _METRICS_INTS:
+                if isinstance(raw, bool) or not isinstance(raw, int):
+                    raise ValueError(f"expected an integer, got {raw!r}")
+                kwargs[key] = raw
+            elif key == "enabled":
+                if not isinstance(raw, bool):
+                    raise ValueError(f"expected true or false, got {raw!r}")
+                kwargs[key] = raw
+            elif key == "segment_by":
+                kwargs[key] = tuple(str(k) for k in (raw if isinstance(raw, list) else [raw]))
+            elif key == "default_model":
+                kwargs[key] = _model_config(_mapping(raw, where), where)
+            else:
+                raise ValueError("unknown setting")
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    per_model = {str(name): _model_config(_mapping(cfg, f"models.{name}"), f"models.{name} (from {source})")
+                 for name, cfg in _mapping(models, f"models (from {source})").items()}
+    try:
+        return EngineConfig(models=per_model, **kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"metrics.{exc} (from {source})") from None

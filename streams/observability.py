@@ -7,9 +7,14 @@ dead-letter reason, topic, partition) so cardinality is bounded.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from streams.events.reasons import Reason
 
@@ -61,3 +66,167 @@ class PipelineMetrics:
             m.events_invalid.labels(reason.value)
             m.deadletter_records.labels(reason.value)
         return m
+
+
+WindowKey = tuple[str, str, str]  # model, version, window name
+
+# Gauges read off the newest snapshot of each (model, version, window), overall traffic only.
+# (metric name, help, path into the snapshot)
+_SNAPSHOT_GAUGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("driftline_window_requests", "Predictions in the last closed window.", ("serving", "count")),
+    ("driftline_window_requests_per_second", "Request rate over the last closed window.",
+     ("serving", "rate_per_s")),
+    ("driftline_window_error_ratio", "Share of predictions with status error.", ("serving", "error_rate")),
+    ("driftline_window_label_coverage_ratio", "Share of the window's predictions that have a label.",
+     ("labels", "coverage")),
+    ("driftline_window_accuracy_ratio", "Accuracy of labelled predictions.",
+     ("labels", "classification", "accuracy")),
+    ("driftline_window_f1_macro_ratio", "Macro-averaged F1 of labelled predictions.",
+     ("labels", "classification", "macro", "f1")),
+    ("driftline_window_log_loss", "Log-loss of labelled predictions with probabilities.",
+     ("labels", "classification", "log_loss")),
+    ("driftline_window_mae", "Mean absolute error (regression), in the label's unit.",
+     ("labels", "regression", "mae")),
+    ("driftline_window_rmse", "Root mean squared error (regression), in the label's unit.",
+     ("labels", "regression", "rmse")),
+    ("driftline_window_late_events", "Events that arrived after the window closed.", ("late_events",)),
+    ("driftline_window_revision", "Revision of the newest snapshot (late labels raise it).", ("revision",)),
+)
+_QUANTILE_GAUGES = (
+    ("driftline_window_latency_seconds", "Serving latency quantiles of the last closed window.",
+     ("serving", "latency_ms")),
+    ("driftline_window_label_delay_seconds", "Label delay quantiles of the last closed window.",
+     ("labels", "delay_ms")),
+)
+_QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.95", "p95"), ("0.99", "p99"), ("1", "max"))
+
+
+def _dig(snap: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    cur: Any = snap
+    for part in path:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+class SnapshotCollector(Collector):
+    """Exposes the newest closed-window snapshot per (model, version, window) as gauges.
+
+    Cardinality is bounded: at most ``max_series`` (model, version, window)
+    triples (the least recently updated are dropped), segments are not
+    exported (they are on the metrics topic), and feature gauges carry at
+    most ``max_features`` feature names per model version.
+    """
+
+    def __init__(self, max_series: int = 300, max_features: int = 50) -> None:
+        self.max_series = max_series
+        self.max_features = max_features
+        self._latest: dict[WindowKey, Mapping[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, snap: Mapping[str, Any]) -> None:
+        if snap.get("segment"):
+            return
+        key = (str(snap["model"]), str(snap["model_version"]), str(snap["window"]))
+        with self._lock:
+            old = self._latest.pop(key, None)
+            if old is not None and int(old["window_start_ms"]) > int(snap["window_start_ms"]):
+                snap = old  # a revision of an older window does not replace the newest one
+            self._latest[key] = snap
+            while len(self._latest) > self.max_series:
+                del self._latest[next(iter(self._latest))]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            latest = list(self._latest.items())
+        labels = ["model", "version", "window"]
+        for name, doc, path in _SNAPSHOT_GAUGES:
+            g = GaugeMetricFamily(name, doc, labels=labels)
+            for key, snap in latest:
+                v = _dig(snap, path)
+                if isinstance(v, (int, float)):
+                    g.add_metric(list(key), float(v))
+            yield g
+        for name, doc, path in _QUANTILE_GAUGES:
+            g = GaugeMetricFamily(name, doc, labels=[*labels, "quantile"])
+            for key, snap in latest:
+                summary = _dig(snap, path) or {}
+                for q, field_name in _QUANTILES:
+                    v = summary.get(field_name)
+                    if isinstance(v, (int, float)):
+                        g.add_metric([*key, q], float(v) / 1000.0)
+            yield g
+        missing = GaugeMetricFamily("driftline_window_feature_missing_ratio",
+                                    "Share of sampled events missing the feature.",
+                                    labels=[*labels, "feature"])
+        mean = GaugeMetricFamily("driftline_window_feature_mean", "Mean of a numeric feature.",
+                                 labels=[*labels, "feature"])
+        for key, snap in latest:
+            feats = snap.get("features") or {}
+            for fname in sorted(feats)[: self.max_features]:
+                st = feats[fname]
+                if isinstance(st.get("missing_rate"), (int, float)):
+                    missing.add_metric([*key, fname], float(st["missing_rate"]))
+                if st.get("kind") == "numeric" and isinstance(st.get("mean"), (int, float)):
+                    mean.add_metric([*key, fname], float(st["mean"]))
+        yield missing
+        yield mean
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsExporter:
+    """The metrics stage's own health plus the snapshot gauges."""
+
+    snapshots: Counter
+    state_writes: Counter
+    restored_cells: Counter
+    late_expired: Gauge
+    join_pending: Gauge
+    join_events: Gauge
+    open_panes: Gauge
+    closed_windows: Gauge
+    collector: SnapshotCollector
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry, max_series: int = 300) -> MetricsExporter:
+        collector = SnapshotCollector(max_series=max_series)
+        registry.register(collector)
+        return cls(
+            snapshots=Counter("driftline_metric_snapshots", "Window snapshots emitted, by reason.",
+                              ["reason"], registry=registry),
+            state_writes=Counter("driftline_state_writes", "Cells written to the state changelog.",
+                                 registry=registry),
+            restored_cells=Counter("driftline_state_restored_cells", "Cells read back at start-up.",
+                                   registry=registry),
+            late_expired=Gauge("driftline_late_events_expired",
+                               "Events too late for any window still held, per partition.",
+                               ["partition"], registry=registry),
+            join_pending=Gauge("driftline_label_join_pending",
+                               "Predictions waiting for their label, per partition.",
+                               ["partition"], registry=registry),
+            join_events=Gauge("driftline_label_join_outcomes",
+                              "Label join outcomes since start, per partition and outcome.",
+                              ["partition", "outcome"], registry=registry),
+            open_panes=Gauge("driftline_state_open_panes", "Open panes held, per partition.",
+                             ["partition"], registry=registry),
+            closed_windows=Gauge("driftline_state_closed_windows",
+                                 "Closed windows held for label revisions, per partition.",
+                                 ["partition"], registry=registry),
+            collector=collector,
+        )
+
+    def observe(self, snap: Mapping[str, Any]) -> None:
+        self.snapshots.labels(str(snap.get("reason"))).inc()
+        self.collector.observe(snap)
+
+    def observe_engine(self, eng: Any) -> None:
+        p = str(eng.partition)
+        models = eng.models.values()
+        self.late_expired.labels(p).set(sum(m.late_expired for m in models))
+        self.join_pending.labels(p).set(sum(m.join.pending for m in models))
+        for outcome in ("matched", "duplicate_labels", "unmatched_expired", "predictions_expired",
+                        "predictions_evicted"):
+            self.join_events.labels(p, outcome).set(sum(getattr(m.join.counters, outcome) for m in models))
+        self.open_panes.labels(p).set(sum(len(s.panes) for m in models for s in m.series.values()))
+        self.closed_windows.labels(p).set(sum(len(s.closed) for m in models for s in m.series.values()))

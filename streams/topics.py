@@ -23,6 +23,7 @@ class TopicSpec:
     retention_ms: int = 7 * DAY_MS
     cleanup_policy: str = "delete"
     config: dict[str, str] = field(default_factory=dict)
+    app_scoped: bool = False  # named "<app_id>-<suffix>" (faust's changelog naming), not "<prefix><suffix>"
 
     def kafka_config(self) -> dict[str, str]:
         cfg = {"cleanup.policy": self.cleanup_policy, **self.config}
@@ -41,12 +42,20 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("deadletter", "Rejected input with original bytes and reason", retention_ms=14 * DAY_MS),
     TopicSpec("profiles", "Reference profiles per model version", partitions=1, cleanup_policy="compact"),
     TopicSpec("control", "Silences and runtime commands", partitions=1, cleanup_policy="compact"),
+    TopicSpec("state-changelog", "Changelog of the worker's metric state table (panes, windows, join)",
+              cleanup_policy="compact", app_scoped=True,
+              config={"min.compaction.lag.ms": "0", "segment.ms": str(3600 * 1000)}),
 )
+STATE_TABLE = "state"  # faust names its changelog "<app_id>-<table>-changelog"
 
 
 def resolved(settings: Settings) -> list[tuple[str, int, TopicSpec]]:
     """(full name, partitions, spec) for every topic under these settings."""
-    return [(settings.topic(t.suffix), t.partitions or settings.partitions, t) for t in TOPICS]
+    return [(name_of(settings, t), t.partitions or settings.partitions, t) for t in TOPICS]
+
+
+def name_of(settings: Settings, t: TopicSpec) -> str:
+    return f"{settings.app_id}-{t.suffix}" if t.app_scoped else settings.topic(t.suffix)
 
 
 def spec(suffix: str) -> TopicSpec:

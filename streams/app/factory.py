@@ -11,10 +11,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from streams.app.ingest import IngestStage, Router
 from streams.app.live import FlowStats
+from streams.app.metrics_stage import MetricsStage
+from streams.app.state import FaustTableStore
 from streams.app.transport import IdempotentProducer
 from streams.config import Settings
 from streams.events.codec import Decoder
-from streams.observability import PipelineMetrics
+from streams.observability import MetricsExporter, PipelineMetrics
+from streams.topics import STATE_TABLE
 
 # The classic text exposition format, which every Prometheus version scrapes; aiohttp
 # refuses a charset inside content_type and Prometheus assumes UTF-8 anyway.
@@ -33,6 +36,8 @@ class Driftline:
     router: Router
     ingest: IngestStage
     flow: FlowStats
+    metrics_stage: MetricsStage
+    state_table: Any
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None,
@@ -71,6 +76,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
         stream_buffer_maxsize=4096,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        # A restarted worker (after kill -9) rejoins once the dead member's session expires:
+        # keep that short so recovery takes seconds, not a minute.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
     )
     app.transport.Producer = IdempotentProducer  # type: ignore[misc]
     metrics = PipelineMetrics.create(registry)
@@ -80,10 +89,38 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
     router.on_feedback.append(flow.on_feedback)
     router.on_telemetry.append(flow.on_telemetry)
     ingest = IngestStage(Decoder(settings.max_record_bytes), router, metrics)
-    dl = Driftline(app, settings, registry, metrics, router, ingest, flow)
+    # Raw bytes in and out (faust picks the raw codec for bytes): the engine encodes its own
+    # cells (JSON, never pickle). The memory store lets the stage write a partition's cells
+    # from a timer, outside any event; faust's rocksdb store takes the partition from the
+    # current event. Restart cost: the changelog (compacted) is read back in full.
+    table = app.Table(STATE_TABLE, partitions=settings.partitions, key_type=bytes, value_type=bytes,
+                      store="memory://localhost/",  # "memory://" is a falsy URL: faust would ignore it
+                      help="Metric engine cells: panes, closed windows, label join.")
+    metrics_topic = app.topic(settings.topic("metrics"), key_type=bytes, value_type=bytes,
+                              key_serializer="raw", value_serializer="raw")
+
+    def emit(key: bytes, value: bytes) -> None:
+        metrics_topic.send_soon(key=key, value=value)
+
+    stage = MetricsStage(settings.metrics, FaustTableStore(table), emit, MetricsExporter.create(registry))
+    if settings.metrics.enabled:
+        router.on_predictions.append(stage.on_predictions)
+        router.on_feedback.append(stage.on_feedback)
+        router.after_record.append(stage.after_record)
+    dl = Driftline(app, settings, registry, metrics, router, ingest, flow, stage, table)
     _wire(dl)
     if live_interval_s > 0:
         _wire_live(dl, live_interval_s)
+
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def advance_metrics() -> None:
+        stage.tick()
+
+    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator,arg-type]
+    async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        stage.forget({tp.partition for tp in revoked})
+
+    del advance_metrics, on_revoked
     return dl
 
 

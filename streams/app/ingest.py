@@ -19,9 +19,25 @@ from streams.events.models import DeadLetterV1, TelemetryV1
 from streams.events.reasons import Reason
 from streams.observability import PipelineMetrics
 
-PredictionHandler = Callable[[PredictionBatch], None]
-FeedbackHandler = Callable[[FeedbackBatch], None]
-TelemetryHandler = Callable[[list[TelemetryV1]], None]
+
+@dataclass(frozen=True, slots=True)
+class RecordPos:
+    """Where a record was read: stages key their idempotence on it."""
+
+    topic: str
+    partition: int
+    offset: int
+    received_ms: int
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}:{self.partition}"
+
+
+PredictionHandler = Callable[[PredictionBatch, RecordPos], None]
+FeedbackHandler = Callable[[FeedbackBatch, RecordPos], None]
+TelemetryHandler = Callable[[list[TelemetryV1], RecordPos], None]
+RecordHandler = Callable[[RecordPos], None]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -33,17 +49,20 @@ class Router:
     on_predictions: list[PredictionHandler] = field(default_factory=list)
     on_feedback: list[FeedbackHandler] = field(default_factory=list)
     on_telemetry: list[TelemetryHandler] = field(default_factory=list)
+    after_record: list[RecordHandler] = field(default_factory=list)
 
-    def route(self, decoded: Decoded) -> None:
+    def route(self, decoded: Decoded, pos: RecordPos) -> None:
         for pb in decoded.predictions:
             for ph in self.on_predictions:
-                ph(pb)
+                ph(pb, pos)
         for fb in decoded.feedback:
             for fh in self.on_feedback:
-                fh(fb)
+                fh(fb, pos)
         if decoded.telemetry:
             for th in self.on_telemetry:
-                th(decoded.telemetry)
+                th(decoded.telemetry, pos)
+        for rh in self.after_record:
+            rh(pos)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +112,7 @@ class IngestStage:
         now_ms = self.wall_ms()
         self._count(decoded, now_ms)
         try:
-            self.router.route(decoded)
+            self.router.route(decoded, RecordPos(topic, partition, offset, now_ms))
         except Exception as exc:  # a stage bug must not stop ingest; the input is kept
             decoded.rejected.append(Rejected(Reason.INTERNAL_ERROR, repr(exc)[:500], value or b""))
         out = [dead_letter(r, topic, partition, offset, key, now_ms) for r in decoded.rejected]

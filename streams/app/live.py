@@ -25,15 +25,15 @@ class FlowStats:
             return key
         return "(other)"
 
-    def on_predictions(self, b: PredictionBatch) -> None:
+    def on_predictions(self, b: PredictionBatch, pos: object = None) -> None:
         key = self._key(b.model, b.model_version)
         self.predictions[key] += len(b)
         self.errors[key] += int(b.is_error.sum())
 
-    def on_feedback(self, b: FeedbackBatch) -> None:
+    def on_feedback(self, b: FeedbackBatch, pos: object = None) -> None:
         self.feedback[b.model] += len(b)
 
-    def on_telemetry(self, events: list[TelemetryV1]) -> None:
+    def on_telemetry(self, events: list[TelemetryV1], pos: object = None) -> None:
         for t in events:
             self.telemetry[t.model] += 1
             self.last_rss_bytes[t.model] = t.rss_bytes

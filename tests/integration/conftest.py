@@ -87,12 +87,13 @@ def settings_env(s: Settings) -> dict[str, str]:
 class WorkerProcess:
     """``driftline worker`` as a real subprocess, with its log kept for failures."""
 
-    def __init__(self, s: Settings, log: Path) -> None:
+    def __init__(self, s: Settings, log: Path, extra_env: dict[str, str] | None = None) -> None:
         self.settings = s
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
-            env=settings_env(s), stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            env={**settings_env(s), **(extra_env or {})}, stdout=open(log, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
         )
 
     def metrics_text(self) -> str:

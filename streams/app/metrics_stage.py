@@ -1,0 +1,122 @@
+"""Glue between the ingest router and the per-partition metrics engines.
+
+One :class:`~streams.core.engine.MetricsEngine` per source partition (the
+predictions and feedback topics are co-partitioned by model, so partition
+``p`` of both meets in engine ``p``). After each record the engine's writes
+go to the changelog-backed state table and its snapshots to the metrics
+topic; a timer also advances engines so a model that went quiet still gets
+its last windows closed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import orjson
+
+from streams.app.ingest import RecordPos
+from streams.core.batches import FeedbackBatch, PredictionBatch
+from streams.core.engine import MetricsEngine
+from streams.core.metrics_config import EngineConfig
+from streams.observability import MetricsExporter
+
+
+class StateStore(Protocol):
+    """Where engine cells persist: a changelog-backed table in the worker."""
+
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None: ...
+
+    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
+
+
+SnapshotSink = Callable[[bytes, bytes], None]
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MetricsStage:
+    """Feeds batches to engines, persists their cells, emits their snapshots."""
+
+    def __init__(
+        self,
+        cfg: EngineConfig,
+        store: StateStore,
+        emit: SnapshotSink,
+        exporter: MetricsExporter,
+        clock: Callable[[], int] = wall_ms,
+        advance_every_ms: int = 250,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.emit = emit
+        self.exporter = exporter
+        self.clock = clock
+        self.advance_every_ms = advance_every_ms
+        self.engines: dict[int, MetricsEngine] = {}
+        self._last_advance_ms: dict[int, int] = {}
+        self._pos: RecordPos | None = None
+        self._batch_index = 0
+
+    def engine(self, partition: int) -> MetricsEngine:
+        eng = self.engines.get(partition)
+        if eng is None:
+            eng = self.engines[partition] = MetricsEngine(self.cfg, partition)
+            cells = eng.restore(self.store.items(), self.clock())
+            self.exporter.restored_cells.inc(cells)
+        return eng
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop engines of revoked partitions; their state is in the table."""
+        for p in partitions:
+            self.engines.pop(p, None)
+            self._last_advance_ms.pop(p, None)
+
+    def _index(self, pos: RecordPos) -> int:
+        if pos != self._pos:
+            self._pos, self._batch_index = pos, 0
+        else:
+            self._batch_index += 1
+        return self._batch_index
+
+    def on_predictions(self, batch: PredictionBatch, pos: RecordPos) -> None:
+        self.engine(pos.partition).on_predictions(
+            batch, pos.source, pos.offset, pos.received_ms, self._index(pos)
+        )
+
+    def on_feedback(self, batch: FeedbackBatch, pos: RecordPos) -> None:
+        self.engine(pos.partition).on_feedback(
+            batch, pos.source, pos.offset, pos.received_ms, self._index(pos)
+        )
+
+    def after_record(self, pos: RecordPos) -> None:
+        eng = self.engines.get(pos.partition)
+        if eng is None:
+            return
+        now = self.clock()
+        if now - self._last_advance_ms.get(pos.partition, 0) >= self.advance_every_ms:
+            self._last_advance_ms[pos.partition] = now
+            eng.advance(now)
+        self.flush(pos.partition)
+
+    def tick(self) -> None:
+        """Advance every engine (timer): closes windows of idle models, emits revisions."""
+        now = self.clock()
+        for p, eng in list(self.engines.items()):
+            self._last_advance_ms[p] = now
+            eng.advance(now)
+            self.flush(p)
+
+    def flush(self, partition: int) -> None:
+        eng = self.engines[partition]
+        writes = eng.take_writes()
+        for key, value in writes:
+            self.store.put(partition, key, value)
+        self.exporter.state_writes.inc(len(writes))
+        for snap in eng.take_snapshots():
+            self.emit(snap["model"].encode(), orjson.dumps(snap))
+            self.exporter.observe(snap)
+        self.exporter.observe_engine(eng)

@@ -1,0 +1,283 @@
+"""Delayed-label join: match feedback to its prediction by event id, within a horizon.
+
+Labels arrive minutes or days after the prediction, and on a busy partition
+they can even be read before it (the feedback topic is consumed alongside
+the predictions topic), so both sides wait:
+
+* predictions wait in *chunks*, one per source batch, until a label matches
+  them or they fall out of the horizon;
+* labels that find no prediction wait as *orphans* until it arrives or the
+  horizon passes (then they are counted as unmatched).
+
+State is bounded twice: by time (``horizon_ms`` of stream time, the largest
+prediction event time seen) and by size (``max_pending`` predictions; the
+oldest chunks are evicted first and counted).
+
+Chunks are written once and never rewritten: a match adds the row to the
+chunk's *mark* set instead, which is small. That keeps persistence per batch
+(one write per chunk, one per touched mark set) rather than per event. The
+first label for an event wins; later ones are counted as duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Predictions of one source batch, kept for joining."""
+
+    chunk_id: str
+    version: str
+    event_id: list[str]
+    event_time_ms: list[int]
+    prediction: list[Any]
+    segment: list[str] | None
+    matched: set[int] = field(default_factory=set)
+
+    @property
+    def newest_ms(self) -> int:
+        return max(self.event_time_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": self.version,
+            "id": self.event_id,
+            "t": self.event_time_ms,
+            "p": self.prediction,
+            "s": self.segment,
+        }
+
+    @classmethod
+    def from_json(cls, chunk_id: str, raw: Mapping[str, Any]) -> Chunk:
+        try:
+            ids, ts, preds = list(raw["id"]), [int(t) for t in raw["t"]], list(raw["p"])
+            seg = None if raw.get("s") is None else [str(s) for s in raw["s"]]
+            version = str(raw["v"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"join chunk {chunk_id!r}: malformed state ({exc!r})") from None
+        if not (len(ids) == len(ts) == len(preds)) or (seg is not None and len(seg) != len(ids)):
+            raise ValueError(f"join chunk {chunk_id!r}: columns of different lengths")
+        return cls(chunk_id, version, [str(i) for i in ids], ts, preds, seg)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A label joined to its prediction."""
+
+    version: str
+    segment: str | None
+    prediction_time_ms: int
+    prediction: Any
+    label: Any
+    label_time_ms: int
+
+
+@dataclass(slots=True)
+class Orphan:
+    label: Any
+    event_time_ms: int
+    source: str  # the feedback record it came from, so a restore can rebuild it
+
+
+@dataclass(slots=True)
+class JoinCounters:
+    matched: int = 0
+    duplicate_labels: int = 0
+    unmatched_expired: int = 0
+    predictions_expired: int = 0
+    predictions_evicted: int = 0
+    duplicate_predictions: int = 0
+
+
+class LabelJoin:
+    """The join state of one model on one partition.
+
+    Parameters
+    ----------
+    horizon_ms
+        How long a prediction waits for its label, and a label for its
+        prediction, in event time.
+    max_pending
+        Most predictions held; beyond it the oldest chunks are evicted.
+
+    Examples
+    --------
+    >>> j = LabelJoin(horizon_ms=60_000, max_pending=100)
+    >>> j.add_chunk(Chunk("p:0:7", "v1", ["a", "b"], [1_000, 2_000], [1, 0], None))
+    []
+    >>> [(m.prediction, m.label) for m in j.add_labels(["b", "x"], [1, 1], [5_000, 5_000], "f:0:3")]
+    [(0, 1)]
+    >>> len(j.orphans), j.counters.matched
+    (1, 1)
+    """
+
+    def __init__(self, horizon_ms: int, max_pending: int) -> None:
+        if horizon_ms <= 0 or max_pending <= 0:
+            raise ValueError(f"horizon_ms and max_pending must be positive, got {horizon_ms}, {max_pending}")
+        self.horizon_ms = horizon_ms
+        self.max_pending = max_pending
+        self.chunks: dict[str, Chunk] = {}  # insertion order == arrival order
+        self._index: dict[str, tuple[Chunk, int]] = {}
+        self.orphans: dict[str, Orphan] = {}
+        self._orphan_sources: dict[str, set[str]] = {}
+        self.stream_time_ms = 0
+        self.counters = JoinCounters()
+        # What changed since take_changes(): the engine persists exactly this.
+        self._dirty_marks: set[str] = set()
+        self._dropped_chunks: list[str] = []
+        self._new_orphans: dict[str, dict[str, Orphan]] = {}
+        self._dropped_orphan_sources: set[str] = set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._index)
+
+    def add_chunk(self, chunk: Chunk) -> list[Match]:
+        """Hold a batch of predictions; returns matches with labels that were waiting.
+
+        Adding a chunk id that is already held (a replayed record) only
+        matches waiting labels again, so a replay after a crash completes
+        what the crash interrupted.
+        """
+        held = self.chunks.get(chunk.chunk_id)
+        index = self._index
+        if held is None:
+            self.chunks[chunk.chunk_id] = chunk
+            for row, eid in enumerate(chunk.event_id):
+                if eid in index:
+                    self.counters.duplicate_predictions += 1
+                else:
+                    index[eid] = (chunk, row)
+            self.stream_time_ms = max(self.stream_time_ms, chunk.newest_ms)
+        else:
+            chunk = held
+        matches: list[Match] = []
+        if self.orphans:
+            for row, eid in enumerate(chunk.event_id):
+                if eid in self.orphans and row not in chunk.matched and index.get(eid) == (chunk, row):
+                    o = self._pop_orphan(eid)
+                    chunk.matched.add(row)
+                    matches.append(self._match(chunk, row, o.label, o.event_time_ms))
+        if matches:
+            self._dirty_marks.add(chunk.chunk_id)
+        self._evict_over_capacity()
+        return matches
+
+    def add_labels(
+        self, event_ids: list[str], labels: list[Any], event_time_ms: list[int], source: str
+    ) -> list[Match]:
+        """Join labels from one feedback record (``source``); unmatched ones wait as orphans."""
+        matches: list[Match] = []
+        index = self._index
+        for eid, label, t_ms in zip(event_ids, labels, event_time_ms, strict=True):
+            hit = index.get(eid)
+            if hit is None:
+                if eid in self.orphans:
+                    if self.orphans[eid].source != source:
+                        self.counters.duplicate_labels += 1
+                    continue
+                o = self.orphans[eid] = Orphan(label, t_ms, source)
+                self._orphan_sources.setdefault(source, set()).add(eid)
+                self._new_orphans.setdefault(source, {})[eid] = o
+                continue
+            chunk, row = hit
+            if row in chunk.matched:
+                self.counters.duplicate_labels += 1
+                continue
+            chunk.matched.add(row)
+            self._dirty_marks.add(chunk.chunk_id)
+            matches.append(self._match(chunk, row, label, t_ms))
+        return matches
+
+    def _match(self, chunk: Chunk, row: int, label: Any, label_time_ms: int) -> Match:
+        self.counters.matched += 1
+        return Match(
+            chunk.version,
+            None if chunk.segment is None else chunk.segment[row],
+            chunk.event_time_ms[row],
+            chunk.prediction[row],
+            label,
+            label_time_ms,
+        )
+
+    def _pop_orphan(self, eid: str) -> Orphan:
+        o = self.orphans.pop(eid)
+        left = self._orphan_sources.get(o.source)
+        if left is not None:
+            left.discard(eid)
+            if not left:
+                del self._orphan_sources[o.source]
+                self._dropped_orphan_sources.add(o.source)
+                self._new_orphans.pop(o.source, None)
+        return o
+
+    def expire(self) -> None:
+        """Drop what fell out of the horizon (in stream time), counting what was never joined."""
+        cutoff = self.stream_time_ms - self.horizon_ms
+        for cid in [cid for cid, c in self.chunks.items() if c.newest_ms < cutoff]:
+            self._drop(cid, expired=True)
+        old = [eid for eid, o in self.orphans.items() if o.event_time_ms < cutoff]
+        for eid in old:
+            self._pop_orphan(eid)
+        self.counters.unmatched_expired += len(old)
+
+    def _evict_over_capacity(self) -> None:
+        while len(self._index) > self.max_pending and len(self.chunks) > 1:
+            self._drop(next(iter(self.chunks)), expired=False)
+
+    def _drop(self, chunk_id: str, expired: bool) -> None:
+        chunk = self.chunks.pop(chunk_id)
+        unlabelled = 0
+        for row, eid in enumerate(chunk.event_id):
+            hit = self._index.get(eid)
+            if hit is not None and hit[0] is chunk:
+                del self._index[eid]
+                unlabelled += row not in chunk.matched
+        if expired:
+            self.counters.predictions_expired += unlabelled
+        else:
+            self.counters.predictions_evicted += unlabelled
+        self._dirty_marks.discard(chunk_id)
+        self._dropped_chunks.append(chunk_id)
+
+    def take_changes(self) -> JoinChanges:
+        """What to persist since the last call: mark sets, new orphans, deletions."""
+        out = JoinChanges(
+            marks={cid: sorted(self.chunks[cid].matched) for cid in self._dirty_marks},
+            dropped_chunks=self._dropped_chunks,
+            new_orphans=self._new_orphans,
+            dropped_orphan_sources=sorted(self._dropped_orphan_sources),
+        )
+        self._dirty_marks, self._dropped_chunks = set(), []
+        self._new_orphans, self._dropped_orphan_sources = {}, set()
+        return out
+
+    def restore(self, chunks: Iterable[Chunk], orphans: Iterable[tuple[str, Orphan]]) -> None:
+        """Rebuild from persisted chunks (with their marks) and orphans.
+
+        An orphan whose prediction row is marked was consumed before the
+        restart and is dropped; one whose prediction is held but unmarked is
+        kept, so the replayed prediction record matches it again.
+        """
+        for chunk in sorted(chunks, key=lambda c: c.newest_ms):
+            self.chunks[chunk.chunk_id] = chunk
+            for row, eid in enumerate(chunk.event_id):
+                self._index.setdefault(eid, (chunk, row))
+            self.stream_time_ms = max(self.stream_time_ms, chunk.newest_ms)
+        for eid, o in orphans:
+            hit = self._index.get(eid)
+            if hit is None or hit[1] not in hit[0].matched:
+                self.orphans[eid] = o
+                self._orphan_sources.setdefault(o.source, set()).add(eid)
+
+
+@dataclass(slots=True)
+class JoinChanges:
+    marks: dict[str, list[int]]
+    dropped_chunks: list[str]
+    new_orphans: dict[str, dict[str, Orphan]]
+    dropped_orphan_sources: list[str]

@@ -1,0 +1,297 @@
+"""The metrics engine: windows, lateness, label join, revisions, crash replay, state bounds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streams.core.batches import FeedbackBatch, PredictionBatch
+from streams.core.engine import MetricsEngine
+from streams.core.metrics_config import EngineConfig, ModelConfig
+from streams.core.outcomes import TaskConfig
+from streams.core.windows import WindowSpec
+
+T0 = 1_800_000_000_000 // 60_000 * 60_000
+
+
+def cfg(**kw: Any) -> EngineConfig:
+    base: dict[str, Any] = {
+        "windows": (WindowSpec.parse("1m"), WindowSpec.parse("2m/1m")),
+        "allowed_lateness_ms": 5_000,
+        "idle_close_ms": 60_000,
+        "label_horizon_ms": 3_600_000,
+    }
+    base.update(kw)
+    return EngineConfig(**base)
+
+
+def preds(
+    ids: list[str],
+    times: list[int],
+    preds_: list[Any] | None = None,
+    model: str = "m",
+    version: str = "v1",
+    errors: list[bool] | None = None,
+    segment: list[str] | None = None,
+    request_id: list[str] | None = None,
+) -> PredictionBatch:
+    n = len(ids)
+    return PredictionBatch(
+        model,
+        version,
+        ids,
+        np.asarray(times, dtype=np.int64),
+        np.linspace(1.0, 100.0, n),
+        np.asarray(errors or [False] * n),
+        {"x": [float(i) for i in range(n)]},
+        preds_ if preds_ is not None else [1] * n,
+        None if segment is None else {"region": list(segment)},
+        request_id,
+    )
+
+
+def labels(ids: list[str], ys: list[Any], t_ms: int, model: str = "m") -> FeedbackBatch:
+    return FeedbackBatch(model, ids, ys, np.full(len(ids), t_ms, dtype=np.int64))
+
+
+def snaps_by_key(snaps: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for s in snaps:
+        key = (s["model_version"], s["segment"], s["window"], s["window_start_ms"])
+        if key not in out or s["revision"] >= out[key]["revision"]:
+            out[key] = s
+    return out
+
+
+def test_tumbling_and_hopping_windows_count_their_events() -> None:
+    eng = MetricsEngine(cfg(), 0)
+    times = [T0 + 1_000 * i for i in range(150)]  # 2.5 minutes, one per second
+    eng.on_predictions(
+        preds([f"e{i}" for i in range(150)], times, errors=[i % 10 == 0 for i in range(150)]),
+        "p:0",
+        0,
+        now_ms=0,
+    )
+    eng.advance(now_ms=0)
+    got = snaps_by_key(eng.take_snapshots())
+    # stream time T0+149s, lateness 5s: windows ending by T0+144s are closed
+    assert {k[2:] for k in got} == {("1m", T0), ("1m", T0 + 60_000), ("2m/1m", T0 - 60_000), ("2m/1m", T0)}
+    assert got[("v1", None, "1m", T0)]["serving"]["count"] == 60
+    assert got[("v1", None, "2m/1m", T0)]["serving"]["count"] == 120
+    assert got[("v1", None, "2m/1m", T0 - 60_000)]["serving"]["count"] == 60
+    assert got[("v1", None, "1m", T0)]["serving"]["error_rate"] == pytest.approx(6 / 60)
+    eng.advance(now_ms=10**9)  # the model went quiet: idle close flushes the rest
+    rest = snaps_by_key(eng.take_snapshots())
+    assert {k[2:] for k in rest} == {("1m", T0 + 120_000), ("2m/1m", T0 + 60_000), ("2m/1m", T0 + 120_000)}
+    assert all(s["reason"] == "idle" for s in rest.values())
+    assert not any(s.panes for m in eng.models.values() for s in m.series.values())
+
+
+def test_events_later_than_the_allowed_lateness_are_counted_not_folded() -> None:
+    eng = MetricsEngine(cfg(windows=(WindowSpec.parse("1m"),)), 0)
+    eng.on_predictions(preds(["a", "b"], [T0 + 1_000, T0 + 70_000]), "p:0", 0, now_ms=0)
+    eng.advance(0)
+    first = snaps_by_key(eng.take_snapshots())[("v1", None, "1m", T0)]
+    assert first["serving"]["count"] == 1 and first["late_events"] == 0
+    eng.on_predictions(preds(["late1", "late2"], [T0 + 2_000, T0 + 3_000]), "p:0", 1, now_ms=0)
+    eng.advance(0)
+    revised = snaps_by_key(eng.take_snapshots())[("v1", None, "1m", T0)]
+    assert revised["serving"]["count"] == 1
+    assert revised["late_events"] == 2 and revised["revision"] == 1
+
+
+@pytest.mark.parametrize("label_first", [False, True])
+def test_labels_join_by_event_id_whichever_arrives_first(label_first: bool) -> None:
+    eng = MetricsEngine(cfg(models={"m": ModelConfig(task=TaskConfig("classification"))}), 0)
+    p = preds(["a", "b", "c", "d"], [T0 + 1_000] * 4, preds_=["x", "y", "x", "x"])
+    fb = labels(["a", "b", "c"], ["x", "x", "x"], T0 + 9_000)
+    steps = [(fb, "f:0"), (p, "p:0")] if label_first else [(p, "p:0"), (fb, "f:0")]
+    for off, (batch, src) in enumerate(steps):
+        if isinstance(batch, PredictionBatch):
+            eng.on_predictions(batch, src, off, now_ms=0)
+        else:
+            eng.on_feedback(batch, src, off, now_ms=0)
+    eng.advance(now_ms=10**9)
+    s = snaps_by_key(eng.take_snapshots())[("v1", None, "1m", T0)]
+    assert s["labels"]["labelled"] == 3 and s["labels"]["coverage"] == pytest.approx(0.75)
+    assert s["labels"]["classification"]["accuracy"] == pytest.approx(2 / 3)
+    assert s["labels"]["delay_ms"]["max"] == pytest.approx(8_000, rel=0.01)
+
+
+def test_a_late_label_revises_exactly_the_windows_of_its_prediction() -> None:
+    eng = MetricsEngine(cfg(models={"m": ModelConfig(task=TaskConfig("regression"))}), 0)
+    eng.on_predictions(preds(["a", "b"], [T0 + 1_000, T0 + 61_000], preds_=[10.0, 20.0]), "p:0", 0, 0)
+    eng.advance(10**9)
+    eng.take_snapshots()
+    eng.on_feedback(labels(["a"], [13.0], T0 + 500_000), "f:0", 0, 0)
+    eng.advance(10**9)
+    revised = snaps_by_key(eng.take_snapshots())
+    assert set(revised) == {
+        ("v1", None, "1m", T0),
+        ("v1", None, "2m/1m", T0 - 60_000),
+        ("v1", None, "2m/1m", T0),
+    }
+    for s in revised.values():
+        assert s["revision"] == 1 and s["reason"] == "revised"
+        assert s["labels"]["regression"]["rmse"] == pytest.approx(3.0)
+    eng.on_feedback(labels(["a"], [99.0], T0 + 600_000), "f:0", 1, 0)  # a duplicate label is ignored
+    eng.advance(10**9)
+    assert eng.take_snapshots() == []
+    assert eng.models["m"].join.counters.duplicate_labels == 1
+
+
+def _script() -> list[tuple[str, Any]]:
+    """Predictions and labels over three minutes, including orphans and a champion/challenger pair."""
+    rng = np.random.default_rng(3)
+    steps: list[tuple[str, Any]] = [("f", labels(["e0", "e1"], [1, 0], T0 + 5_000))]
+    for k in range(12):
+        ids = [f"e{k * 20 + i}" for i in range(20)]
+        times = [T0 + 15_000 * k + 500 * i for i in range(20)]
+        scores = [float(v) for v in rng.random(20)]
+        steps.append(
+            (
+                "p",
+                preds(
+                    ids,
+                    times,
+                    preds_=scores,
+                    errors=[i % 4 == 0 for i in range(20)],
+                    segment=["eu" if i % 3 else "us" for i in range(20)],
+                    request_id=[f"r{k}-{i}" for i in range(20)],
+                ),
+            )
+        )
+        steps.append(
+            (
+                "p",
+                preds(
+                    [f"s{x}" for x in ids],
+                    times,
+                    preds_=[s + 0.1 for s in scores],
+                    version="v2",
+                    request_id=[f"r{k}-{i}" for i in range(20)],
+                ),
+            )
+        )
+        if k % 2:
+            lab = [f"e{(k - 1) * 20 + i}" for i in range(0, 40, 3)]
+            steps.append(("f", labels(lab, [int(rng.random() < 0.5) for _ in lab], times[-1])))
+    return steps
+
+
+def _config() -> EngineConfig:
+    return cfg(
+        segment_by=("region",),
+        models={
+            "m": ModelConfig(
+                task=TaskConfig("classification"), sample_rate=0.5, champion="v1", challengers=("v2",)
+            )
+        },
+    )
+
+
+def _run(eng: MetricsEngine, steps: list[tuple[str, Any]], start: int, stop: int) -> None:
+    for off in range(start, stop):
+        kind, batch = steps[off]
+        if kind == "p":
+            eng.on_predictions(batch, "in:0", off, now_ms=0)
+        else:
+            eng.on_feedback(batch, "in:0", off, now_ms=0)
+        eng.advance(now_ms=0)
+
+
+def _final(eng: MetricsEngine) -> dict[tuple[Any, ...], dict[str, Any]]:
+    eng.advance(now_ms=10**9)
+    return snaps_by_key(eng.take_snapshots())
+
+
+def _strip(s: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in s.items() if k not in ("revision", "reason")}
+
+
+@pytest.mark.parametrize("crash_after", [1, 4, 9, 16, 23])
+@pytest.mark.parametrize("committed_back", [0, 1, 3])
+@pytest.mark.parametrize("lost_writes", [0, 1, 5])
+def test_crash_and_replay_give_the_same_final_snapshots(
+    crash_after: int, committed_back: int, lost_writes: int
+) -> None:
+    """Persisted = a prefix of the changelog; replay from an earlier committed offset."""
+    steps = _script()
+    ref = MetricsEngine(_config(), 0)
+    _run(ref, steps, 0, len(steps))
+    want = _final(ref)
+
+    eng = MetricsEngine(_config(), 0)
+    log: list[tuple[bytes, bytes | None]] = []
+    snaps: list[dict[str, Any]] = []
+    for off in range(crash_after):
+        _run(eng, steps, off, off + 1)
+        log.extend(eng.take_writes())
+        snaps.extend(eng.take_snapshots())
+    log = log[: max(len(log) - lost_writes, 0)]  # the tail of the last flush never made it
+    table: dict[bytes, bytes] = {}
+    for k, v in log:
+        if v is None:
+            table.pop(k, None)
+        else:
+            table[k] = v
+    restarted = MetricsEngine(_config(), 0)
+    restarted.restore(table.items(), now_ms=0)
+    _run(restarted, steps, max(crash_after - committed_back - 1, 0), len(steps))
+    snaps.extend(restarted.take_snapshots())
+    got = snaps_by_key(snaps + list(_final(restarted).values()))
+    assert got.keys() == want.keys()
+    for key in want:
+        assert _strip(got[key]) == _strip(want[key]), key
+
+
+def test_champion_challenger_pairs_by_request_and_reports_differences() -> None:
+    eng = MetricsEngine(_config(), 0)
+    _run(eng, _script(), 0, len(_script()))
+    snaps = _final(eng)
+    s = snaps[("v2", None, "1m", T0)]
+    assert s["champion"]["champion_version"] == "v1"
+    assert s["champion"]["paired"]["n"] == 80
+    assert s["champion"]["paired"]["mae"] == pytest.approx(0.1)
+    assert s["champion"]["error_rate_diff"] == pytest.approx(0.0 - 0.25)
+    assert snaps[("v1", None, "1m", T0)]["champion"] is None
+
+
+def test_segments_and_sampling_are_recorded_in_snapshots() -> None:
+    eng = MetricsEngine(_config(), 0)
+    _run(eng, _script(), 0, len(_script()))
+    snaps = _final(eng)
+    eu, us = snaps[("v1", "region=eu", "1m", T0)], snaps[("v1", "region=us", "1m", T0)]
+    total = snaps[("v1", None, "1m", T0)]
+    assert eu["serving"]["count"] + us["serving"]["count"] == total["serving"]["count"] == 80
+    sampling = total["sampling"]
+    assert sampling["rate"] == 0.5 and 0 < sampling["sampled_events"] < 80
+    assert sampling["estimated_events"] == pytest.approx(2 * sampling["sampled_events"])
+
+
+def test_state_is_bounded_after_windows_close_and_the_horizon_passes() -> None:
+    eng = MetricsEngine(cfg(label_horizon_ms=120_000), 0)
+    for k in range(30):  # 30 minutes
+        eng.on_predictions(
+            preds([f"e{k}-{i}" for i in range(10)], [T0 + 60_000 * k + i for i in range(10)]),
+            "p:0",
+            k,
+            now_ms=0,
+        )
+        eng.advance(0)
+    ms = eng.models["m"]
+    series = ms.series[("m", "v1", "")]
+    assert len(series.panes) <= 3  # the panes of the still-open 2m/1m windows
+    assert len(series.closed) <= 2 * 4  # two specs, ~horizon/hop windows each
+    assert ms.join.pending <= 40
+
+
+def test_bad_config_is_rejected_with_the_field_name() -> None:
+    with pytest.raises(ValueError, match="sample_rate"):
+        ModelConfig(sample_rate=0)
+    with pytest.raises(ValueError, match="challengers"):
+        ModelConfig(challengers=("v2",))
+    with pytest.raises(ValueError, match="hop"):
+        WindowSpec.parse("5m/2m")
