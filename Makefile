@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test unit integration bench lint typecheck kafka-up kafka-down clean
+.PHONY: peers demo test unit integration bench lint typecheck kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +14,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## local broker + worker + simulated model servers, live output (Ctrl-C stops)
 	$(VENV)/bin/driftline demo $(ARGS)
 
-test: $(STAMP)  ## unit + integration tests (starts a real local Kafka broker)
+test: $(STAMP) peers  ## unit + integration tests (starts a real local Kafka broker)
 	$(VENV)/bin/pytest -q -ra $(ARGS)
+
+# Real peers from Debian's packages: promtool (prometheus) checks the exposition format.
+# Installed when missing and we are root; otherwise the tests that need it say they skipped.
+peers:
+	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  { apt-get install -y -q prometheus >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q prometheus >/dev/null 2>&1; }; } ; } || \
+	  echo "promtool not available: its test will be skipped"
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit $(ARGS)
@@ -27,6 +35,7 @@ bench: $(STAMP)  ## benchmarks in loadtest/, JSON results under .driftline/bench
 	$(VENV)/bin/python loadtest/bench_validation.py
 	$(VENV)/bin/python loadtest/bench_sdk.py
 	$(VENV)/bin/python loadtest/bench_ingest.py
+	$(VENV)/bin/python loadtest/bench_metrics.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check streams tests loadtest

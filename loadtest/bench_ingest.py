@@ -81,20 +81,19 @@ def consume(s: Settings, records: int, decode: bool) -> float:
     return dt
 
 
-def events_in(port: int) -> float:
+def events_in(port: int, kinds: tuple[str, ...] = ("prediction",)) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
-    for fam in text_string_to_metric_families(text):
-        for sm in fam.samples:
-            if sm.name == "driftline_events_in_total" and sm.labels.get("kind") == "prediction":
-                return float(sm.value)
-    return 0.0
+    return sum(sm.value for fam in text_string_to_metric_families(text) for sm in fam.samples
+               if sm.name == "driftline_events_in_total" and sm.labels.get("kind") in kinds)
 
 
-def worker_run(s: Settings, total_events: int) -> tuple[float, float]:
-    env = {**os.environ, "DRIFTLINE_BOOTSTRAP_SERVERS": s.bootstrap,
+def worker_run(s: Settings, total_events: int, extra_env: dict[str, str] | None = None,
+               kinds: tuple[str, ...] = ("prediction",)) -> tuple[float, float]:
+    """Events/s of one worker process from its first to its last processed event, and events seen."""
+    env = {**os.environ, **(extra_env or {}), "DRIFTLINE_BOOTSTRAP_SERVERS": s.bootstrap,
            "DRIFTLINE_TOPIC_PREFIX": s.topic_prefix, "DRIFTLINE_APP_ID": s.app_id,
            "DRIFTLINE_DATA_DIR": s.data_dir, "DRIFTLINE_WEB_PORT": str(s.web_port),
            "DRIFTLINE_PARTITIONS": str(s.partitions)}
@@ -107,7 +106,7 @@ def worker_run(s: Settings, total_events: int) -> tuple[float, float]:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             try:
-                n = events_in(s.web_port)
+                n = events_in(s.web_port, kinds)
             except OSError:
                 time.sleep(0.2)
                 continue
@@ -119,6 +118,8 @@ def worker_run(s: Settings, total_events: int) -> tuple[float, float]:
         proc.terminate()
         proc.wait(30)
     moving = [(t, n) for t, n in samples if n > 0]
+    if len(moving) < 2:
+        raise SystemExit(f"worker {s.app_id} processed nothing; log: {log.name}")
     (t1, n1), (t2, n2) = moving[0], moving[-1]
     return (n2 - n1) / (t2 - t1), n2
 

@@ -98,7 +98,8 @@ _QUANTILE_GAUGES = (
     ("driftline_window_label_delay_seconds", "Label delay quantiles of the last closed window.",
      ("labels", "delay_ms")),
 )
-_QUANTILES = (("0.5", "p50"), ("0.9", "p90"), ("0.95", "p95"), ("0.99", "p99"), ("1", "max"))
+# A gauge may not carry a "quantile" label (that is reserved for summaries): "stat" names the statistic.
+_STATS = ("p50", "p90", "p95", "p99", "max")
 
 
 def _dig(snap: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -137,9 +138,13 @@ class SnapshotCollector(Collector):
             while len(self._latest) > self.max_series:
                 del self._latest[next(iter(self._latest))]
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def latest(self) -> list[tuple[WindowKey, Mapping[str, Any]]]:
+        """The newest snapshot per (model, version, window), for the live view."""
         with self._lock:
-            latest = list(self._latest.items())
+            return list(self._latest.items())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        latest = self.latest()
         labels = ["model", "version", "window"]
         for name, doc, path in _SNAPSHOT_GAUGES:
             g = GaugeMetricFamily(name, doc, labels=labels)
@@ -149,13 +154,13 @@ class SnapshotCollector(Collector):
                     g.add_metric(list(key), float(v))
             yield g
         for name, doc, path in _QUANTILE_GAUGES:
-            g = GaugeMetricFamily(name, doc, labels=[*labels, "quantile"])
+            g = GaugeMetricFamily(name, doc, labels=[*labels, "stat"])
             for key, snap in latest:
                 summary = _dig(snap, path) or {}
-                for q, field_name in _QUANTILES:
-                    v = summary.get(field_name)
+                for stat in _STATS:
+                    v = summary.get(stat)
                     if isinstance(v, (int, float)):
-                        g.add_metric([*key, q], float(v) / 1000.0)
+                        g.add_metric([*key, stat], float(v) / 1000.0)
             yield g
         missing = GaugeMetricFamily("driftline_window_feature_missing_ratio",
                                     "Share of sampled events missing the feature.",

@@ -13,7 +13,7 @@ from streams.app.ingest import IngestStage, Router
 from streams.app.live import FlowStats
 from streams.app.metrics_stage import MetricsStage
 from streams.app.state import FaustTableStore
-from streams.app.transport import IdempotentProducer
+from streams.app.transport import IdempotentProducer, on_before_flush
 from streams.config import Settings
 from streams.events.codec import Decoder
 from streams.observability import MetricsExporter, PipelineMetrics
@@ -70,6 +70,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
         topic_allow_declare=False,
         topic_disable_leader=True,
         producer_acks=-1,
+        # State cells (a label-join chunk is ~25 kB per 500 predictions) go to the changelog in
+        # bulk: a 16 kB batch limit would send each in its own request and back up the buffer.
+        producer_max_batch_size=1024 * 1024,
+        producer_linger_ms=10,
+        producer_compression_type="lz4",
         producer_max_request_size=16 * 1024 * 1024,
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=16 * 1024 * 1024,
@@ -103,6 +108,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
         metrics_topic.send_soon(key=key, value=value)
 
     stage = MetricsStage(settings.metrics, FaustTableStore(table), emit, MetricsExporter.create(registry))
+    on_before_flush(app, stage.flush_writes)
     if settings.metrics.enabled:
         router.on_predictions.append(stage.on_predictions)
         router.on_feedback.append(stage.on_feedback)
@@ -127,16 +133,19 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
 def _wire_live(dl: Driftline, interval_s: float) -> None:
     import time
 
-    from rich.console import Console
+    from rich.console import Console, Group
 
-    from streams.app.live import render
+    from streams.app.live import render, render_windows
 
     console = Console()
     started = time.monotonic()
 
     @dl.app.timer(interval_s)  # type: ignore[untyped-decorator]
     async def show() -> None:
-        console.print(render(dl.flow, time.monotonic() - started))
+        latest = dl.metrics_stage.exporter.collector.latest()
+        window = dl.settings.metrics.windows[0].name
+        flow_table = render(dl.flow, time.monotonic() - started)
+        console.print(Group(flow_table, render_windows(latest, window)))  # type: ignore[arg-type]
 
     del show
 

@@ -96,11 +96,12 @@ class MetricsStage:
         eng = self.engines.get(pos.partition)
         if eng is None:
             return
+        eng.end_record()
         now = self.clock()
         if now - self._last_advance_ms.get(pos.partition, 0) >= self.advance_every_ms:
             self._last_advance_ms[pos.partition] = now
             eng.advance(now)
-        self.flush(pos.partition)
+            self._emit_snapshots(eng)
 
     def tick(self) -> None:
         """Advance every engine (timer): closes windows of idle models, emits revisions."""
@@ -108,15 +109,24 @@ class MetricsStage:
         for p, eng in list(self.engines.items()):
             self._last_advance_ms[p] = now
             eng.advance(now)
-            self.flush(p)
+            self._emit_snapshots(eng)
+        self.flush_writes()
 
-    def flush(self, partition: int) -> None:
-        eng = self.engines[partition]
-        writes = eng.take_writes()
-        for key, value in writes:
-            self.store.put(partition, key, value)
-        self.exporter.state_writes.inc(len(writes))
+    def flush_writes(self) -> None:
+        """Hand every engine's pending cell writes to the store (before each offset commit).
+
+        Cells are coalesced between flushes: a pane touched by a hundred
+        records is written once, which keeps the changelog a small multiple
+        of the state rather than of the input.
+        """
+        for p, eng in list(self.engines.items()):
+            writes = eng.take_writes()
+            for key, value in writes:
+                self.store.put(p, key, value)
+            self.exporter.state_writes.inc(len(writes))
+            self.exporter.observe_engine(eng)
+
+    def _emit_snapshots(self, eng: MetricsEngine) -> None:
         for snap in eng.take_snapshots():
             self.emit(snap["model"].encode(), orjson.dumps(snap))
             self.exporter.observe(snap)
-        self.exporter.observe_engine(eng)

@@ -8,12 +8,31 @@ asks for idempotence with ``acks=all``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+_PRE_FLUSH: weakref.WeakKeyDictionary[Any, list[Callable[[], None]]] = weakref.WeakKeyDictionary()
+
+
+def on_before_flush(app: Any, hook: Callable[[], None]) -> None:
+    """Run ``hook`` before every producer flush of ``app``.
+
+    faust flushes the producer right before it commits consumer offsets, so a
+    stage that buffers its state writes (coalescing many records into one
+    write per cell) hands them over here and they reach Kafka before the
+    offsets of the records they cover are committed.
+    """
+    _PRE_FLUSH.setdefault(app, []).append(hook)
 
 
 class IdempotentProducer(faust_aiokafka.Producer):  # type: ignore[misc]
     def _settings_extra(self) -> Mapping[str, Any]:
         return {"acks": "all", "enable_idempotence": True}
+
+    async def flush(self) -> None:
+        for hook in _PRE_FLUSH.get(self.app, ()):
+            hook()
+        await super().flush()

@@ -16,7 +16,7 @@ was counted) is never persisted without the pane that counted it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from streams.core.snapshot import METRICS_V1, base_result, label_result, versus_
 from streams.core.versus import VersusBuffer
 
 Cell = tuple[bytes, bytes | None]
+_JOIN_KINDS = (b"jc", b"jm", b"jo", b"vw")  # the first two letters of a key's kind, after '["'
 
 
 @dataclass(slots=True)
@@ -73,7 +74,7 @@ class MetricsEngine:
         self.partition = partition
         self.pane_ms = cfg.pane_ms
         self.models: dict[str, ModelState] = {}
-        self._writes: dict[bytes, bytes | None] = {}
+        self._writes: dict[bytes, Any] = {}
         self._snapshots: list[dict[str, Any]] = []
         self._revised: dict[tuple[SeriesKey, str, int], ClosedWindow] = {}
         # The record being folded: which cells may take it (decided once per cell), and what it touched.
@@ -169,14 +170,14 @@ class MetricsEngine:
         """
         for (key, ps), pane in self._touched_panes.items():
             pane.mark_applied(self._source, self._offset)
-            self._put(("pane", *key, ps), pane.to_json())
+            self._put(("pane", *key, ps), pane)
         for (key, name, start), cw in self._touched_closed.items():
             cw.labels.mark_applied(self._source, self._offset)
             cw.pending = True
             self._revised[(key, name, start)] = cw
-            self._put(("win", *key, name, start), cw.to_json())
+            self._put(("win", *key, name, start), cw)
         for ms, chunk in self._chunks:
-            self._put(("jc", ms.name, chunk.chunk_id), chunk.to_json())
+            self._put(("jc", ms.name, chunk.chunk_id), chunk)
             self._record_models[ms.name] = ms
         for ms in self._record_models.values():
             self._persist_join(ms)
@@ -201,8 +202,8 @@ class MetricsEngine:
         for (key, name, start), cw in self._revised.items():
             cw.revision += 1
             cw.pending = False
-            self._put(("win", *key, name, start), cw.to_json())
-            self._emit(key, cw, "revised")
+            self._put(("win", *key, name, start), cw)
+            self._emit(key, cw, "revised", self.models[key[0]])
         self._revised.clear()
 
     def _close(self, ms: ModelState, closed_before: int | None, now_ms: int, reason: str) -> None:
@@ -220,24 +221,22 @@ class MetricsEngine:
                 acc = merged[(key, w.spec.name, w.start_ms)]
                 base = base_result(acc, w, mcfg.sample_rate, mcfg.strategy)
                 cw = ClosedWindow(w, base, acc.labels_only())
-                if mcfg.champion is not None and key[1] in mcfg.challengers:
-                    champ = merged.get(((key[0], mcfg.champion, key[2]), w.spec.name, w.start_ms))
-                    cw.base["champion_version"] = mcfg.champion
-                    cw.base["versus_base"] = versus_result(acc, champ, mcfg.champion)
                 series.closed[(w.spec.name, w.start_ms)] = cw
-                self._put(("win", *key, w.spec.name, w.start_ms), cw.to_json())
-                self._emit(key, cw, reason)
-            for ps in series.droppable_panes(specs):
+                self._put(("win", *key, w.spec.name, w.start_ms), cw)
+                self._emit(key, cw, reason, ms)
+            for ps in series.droppable_panes(specs) if wins else ():
                 del series.panes[ps]
                 self._put(("pane", *key, ps), None)
 
     def _expire(self, ms: ModelState) -> None:
         horizon = ms.stream_time_ms - self.cfg.label_horizon_ms
         for key, series in list(ms.series.items()):
-            for wk, cw in list(series.closed.items()):
-                if cw.window.end_ms < horizon:
-                    del series.closed[wk]
-                    self._put(("win", *key, *wk), None)
+            while series.closed:  # closed in end order: stop at the first one still needed
+                wk, cw = next(iter(series.closed.items()))
+                if cw.window.end_ms >= horizon:
+                    break
+                del series.closed[wk]
+                self._put(("win", *key, *wk), None)
             if not series.closed and not series.panes:
                 del ms.series[key]
         ms.join.expire()
@@ -250,11 +249,27 @@ class MetricsEngine:
         return out
 
     def take_writes(self) -> list[Cell]:
+        """Cell writes since the last call, coalesced (one per cell), metric cells before join cells.
+
+        The order matters: a persisted join mark (this label was counted)
+        must never precede the pane that counted it; the changelog keeps the
+        order of one flush.
+        """
         self.end_record()
-        out, self._writes = list(self._writes.items()), {}
+        pending, self._writes = self._writes, {}
+        out: list[Cell] = []
+        for join_phase in (False, True):
+            for k, v in pending.items():
+                if (k[2:4] in _JOIN_KINDS) != join_phase:
+                    continue
+                if v is None:
+                    out.append((k, None))
+                else:
+                    raw = v.to_json() if hasattr(v, "to_json") else v
+                    out.append((k, orjson.dumps(raw, option=orjson.OPT_SERIALIZE_NUMPY)))
         return out
 
-    def _emit(self, key: SeriesKey, cw: ClosedWindow, reason: str) -> None:
+    def _emit(self, key: SeriesKey, cw: ClosedWindow, reason: str, ms: ModelState) -> None:
         w = cw.window
         snap: dict[str, Any] = {
             "schema": METRICS_V1,
@@ -268,15 +283,18 @@ class MetricsEngine:
             "reason": reason,
             "late_events": cw.late_events,
         }
-        base = dict(cw.base)
-        versus = base.pop("versus_base", None)
-        base.pop("champion_version", None)
-        snap.update(base)
-        snap["labels"] = label_result(cw.labels)
-        if versus is not None:
-            versus["paired"] = None if cw.labels.versus is None else cw.labels.versus.result()
-        snap["champion"] = versus
-        self._snapshots.append(snap)
+        snap.update(cw.base)
+        snap["labels"] = label_result(cw.labels, cw.late_events)
+        snap["champion"] = None
+        mcfg = self.cfg.model(key[0])
+        if mcfg.champion is not None and key[1] in mcfg.challengers:
+            # Computed at every emission, so a revision of the challenger uses the champion's
+            # newest label metrics for the same window.
+            champ_series = ms.series.get((key[0], mcfg.champion, key[2]))
+            champ = None if champ_series is None else champ_series.closed.get((w.spec.name, w.start_ms))
+            champ_labels = None if champ is None else champ.labels
+            snap["champion"] = versus_result(cw.labels, champ_labels, mcfg.champion)
+        self._snapshots.append(orjson.loads(orjson.dumps(snap)))  # a copy: later revisions never alias it
 
     # -- folding -----------------------------------------------------------------------------
 
@@ -307,7 +325,9 @@ class MetricsEngine:
             sub = b if rows is None else b.take(rows)
             pane.add_serving(sub.event_time_ms, sub.latency_ms, sub.is_error, sub.prediction)
             keep = sampled if rows is None else sampled[rows]
-            if keep.any():
+            if keep.all():
+                pane.add_features(sub.features, weights_all if rows is None else weights_all[rows])
+            elif keep.any():
                 feats = {k: [v[j] for j in np.flatnonzero(keep).tolist()] for k, v in sub.features.items()}
                 w = weights_all if rows is None else weights_all[rows]
                 pane.add_features(feats, w[keep])
@@ -411,7 +431,7 @@ class MetricsEngine:
                 continue
             out: list[str] = []
             for v in col:
-                label = f"{k}={v}"
+                label = f"{k}={'__missing__' if v is None else v}"
                 if label not in ms.segments:
                     if len(ms.segments) >= self.cfg.max_segments:
                         label = f"{k}=__other__"
@@ -429,10 +449,11 @@ class MetricsEngine:
         for seg in sorted(set(labels)):
             yield seg, np.flatnonzero(arr == seg)
 
-    def _put(self, key: tuple[Any, ...], value: Mapping[str, Any] | list[Any] | None) -> None:
+    def _put(self, key: tuple[Any, ...], value: Any) -> None:
+        """Queue a cell write; the value (an object with ``to_json`` or JSON data) is encoded at flush."""
         k = orjson.dumps([key[0], self.partition, *key[1:]])
         self._writes.pop(k, None)  # re-insert at the end: the changelog keeps write order
-        self._writes[k] = None if value is None else orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+        self._writes[k] = value
 
     def _put_meta(self, ms: ModelState) -> None:
         self._put(
@@ -497,6 +518,7 @@ class MetricsEngine:
             self.models[model].join.restore(by_id.values(), orphans.get(model, []))
         for ms in self.models.values():
             for key, series in ms.series.items():
+                series.closed = dict(sorted(series.closed.items(), key=lambda kv: kv[1].window.end_ms))
                 for (name, start), cw in series.closed.items():
                     if cw.pending:  # a revision persisted but maybe not emitted: emit it again
                         self._revised[(key, name, start)] = cw

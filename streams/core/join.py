@@ -37,10 +37,10 @@ class Chunk:
     prediction: list[Any]
     segment: list[str] | None
     matched: set[int] = field(default_factory=set)
+    newest_ms: int = field(init=False)
 
-    @property
-    def newest_ms(self) -> int:
-        return max(self.event_time_ms)
+    def __post_init__(self) -> None:
+        self.newest_ms = max(self.event_time_ms)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -217,13 +217,20 @@ class LabelJoin:
 
     def expire(self) -> None:
         """Drop what fell out of the horizon (in stream time), counting what was never joined."""
+        # Both maps are in arrival order, which is close to event-time order: stop at the
+        # first live entry (an out-of-order straggler behind it goes a little later).
         cutoff = self.stream_time_ms - self.horizon_ms
-        for cid in [cid for cid, c in self.chunks.items() if c.newest_ms < cutoff]:
+        while self.chunks:
+            cid, c = next(iter(self.chunks.items()))
+            if c.newest_ms >= cutoff:
+                break
             self._drop(cid, expired=True)
-        old = [eid for eid, o in self.orphans.items() if o.event_time_ms < cutoff]
-        for eid in old:
+        while self.orphans:
+            eid, o = next(iter(self.orphans.items()))
+            if o.event_time_ms >= cutoff:
+                break
             self._pop_orphan(eid)
-        self.counters.unmatched_expired += len(old)
+            self.counters.unmatched_expired += 1
 
     def _evict_over_capacity(self) -> None:
         while len(self._index) > self.max_pending and len(self.chunks) > 1:

@@ -4,7 +4,7 @@ A :class:`PaneState` is a fold over explicit state, in the shape of
 quix-streams' window aggregations: ``PaneState()`` initialises it, the
 ``add_*`` methods fold a batch in, :meth:`PaneState.merge` combines two
 panes (so a window is the merge of its panes, and partitions could merge
-too), and :func:`streams.core.snapshot.window_result` reads the result.
+too), and :mod:`streams.core.snapshot` reads the result.
 
 Every pane carries ``applied``: the last source offset folded in, per source
 partition. Replaying a record after a crash (at-least-once delivery) then

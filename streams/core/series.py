@@ -66,6 +66,8 @@ class Series:
     key: SeriesKey
     panes: dict[int, PaneState] = field(default_factory=dict)
     closed: dict[WindowKey, ClosedWindow] = field(default_factory=dict)
+    # Lower bound of the end of any open window: below it, closable() has nothing to do.
+    next_end_ms: int = 0
 
     def route(
         self,
@@ -94,11 +96,15 @@ class Series:
         pane = self.panes.get(pane_start_ms)
         if pane is None and open_any:
             pane = self.panes[pane_start_ms] = new_pane()
+            self.next_end_ms = min(self.next_end_ms, min(w.end_ms for w in wins))
         return pane, closed, gone
 
     def closable(self, specs: tuple[WindowSpec, ...], closed_before_ms: int | None) -> list[Window]:
         """Windows with data that should close now (all of them when ``closed_before_ms`` is None)."""
+        if not self.panes or (closed_before_ms is not None and closed_before_ms < self.next_end_ms):
+            return []  # nothing can be due: the cheap path taken after almost every record
         out: dict[WindowKey, Window] = {}
+        next_end = 2**63
         for ps in self.panes:
             for w in windows_of_pane(specs, ps):
                 k = (w.spec.name, w.start_ms)
@@ -106,6 +112,9 @@ class Series:
                     continue
                 if closed_before_ms is None or w.end_ms <= closed_before_ms:
                     out[k] = w
+                else:
+                    next_end = min(next_end, w.end_ms)
+        self.next_end_ms = next_end
         return sorted(out.values(), key=lambda w: (w.end_ms, w.spec.size_ms))
 
     def merged(self, window: Window, pane_ms: int, new_pane: Callable[[], PaneState]) -> PaneState:

@@ -1,7 +1,7 @@
 """The metrics snapshot of one closed window: what goes on the metrics topic.
 
 The snapshot is plain data (JSON-able) in the shape of
-``schemas/metrics-snapshot.v1.json``. It is self-contained: a late label
+``schemas/metrics.v1.json``. It is self-contained: a late label
 re-emits the whole snapshot with ``revision`` increased, so a consumer keeps
 the highest revision per (model, version, segment, window, start) and never
 has to apply deltas.
@@ -56,9 +56,12 @@ def base_result(pane: PaneState, window: Window, sample_rate: float, strategy: s
     }
 
 
-def label_result(pane: PaneState) -> dict[str, Any]:
-    """Label-dependent metrics: revised whenever a late label lands."""
-    n = pane.count
+def label_result(pane: PaneState, late_events: int = 0) -> dict[str, Any]:
+    """Label-dependent metrics: revised whenever a late label lands.
+
+    Coverage counts late events too (they can be labelled), so it stays in [0, 1].
+    """
+    n = pane.count + late_events
     return {
         "labelled": pane.labelled,
         "coverage": pane.labelled / n if n else None,

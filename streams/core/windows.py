@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -68,12 +68,16 @@ class WindowSpec:
 
     size_ms: int
     hop_ms: int
+    name: str = field(init=False, compare=False)  # "5m/1m"; computed once, it keys state cells
 
     def __post_init__(self) -> None:
         if self.size_ms <= 0 or self.hop_ms <= 0:
             raise ValueError(f"window size and hop must be positive, got {self.size_ms}/{self.hop_ms}")
         if self.size_ms % self.hop_ms:
             raise ValueError(f"window hop {self.hop_ms} ms must divide its size {self.size_ms} ms")
+        size = format_duration(self.size_ms)
+        name = size if self.hop_ms == self.size_ms else f"{size}/{format_duration(self.hop_ms)}"
+        object.__setattr__(self, "name", name)
 
     @classmethod
     def parse(cls, text: str) -> WindowSpec:
@@ -81,11 +85,6 @@ class WindowSpec:
         size, _, hop = text.partition("/")
         size_ms = parse_duration_ms(size)
         return cls(size_ms, parse_duration_ms(hop) if hop else size_ms)
-
-    @property
-    def name(self) -> str:
-        size = format_duration(self.size_ms)
-        return size if self.hop_ms == self.size_ms else f"{size}/{format_duration(self.hop_ms)}"
 
     def starts_containing(self, t_ms: int) -> list[int]:
         """Starts of every window of this spec that contains instant ``t_ms``."""

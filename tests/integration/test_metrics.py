@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -228,10 +230,15 @@ def test_kill_9_mid_window_then_restart_gives_the_same_final_metrics(
 ) -> None:
     traffic = make_traffic(seed=11)
     first = metrics_worker()
-    half = len(traffic.predictions) // 2
+    quarter, half = len(traffic.predictions) // 4, len(traffic.predictions) // 2
     send(settings, traffic.early_feedback, "feedback")
-    send(settings, traffic.predictions[:half], "predictions")
-    send(settings, traffic.feedback[: len(traffic.feedback) // 2], "feedback")
+    send(settings, traffic.predictions[:quarter], "predictions")
+    send(settings, traffic.feedback[: len(traffic.feedback) // 4], "feedback")
+    # Some state reaches the changelog (it is flushed before each offset commit) ...
+    assert wait_metric(first, "driftline_state_writes_total", 1) >= 1
+    # ... and some does not: kill right after the next records are processed.
+    send(settings, traffic.predictions[quarter:half], "predictions")
+    send(settings, traffic.feedback[len(traffic.feedback) // 4 : len(traffic.feedback) // 2], "feedback")
     assert wait_metric(first, "driftline_events_in_total", half * 200, kind="prediction") >= half * 200
     first.proc.send_signal(signal.SIGKILL)  # mid-window, without a clean shutdown or a final commit
     first.proc.wait()
@@ -256,3 +263,20 @@ def test_kill_9_mid_window_then_restart_gives_the_same_final_metrics(
         assert sum(len(b["event_id"]) for b in traffic.predictions) == 2 * EVENTS
     finally:
         reader.close()
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)"
+)
+def test_worker_metrics_pass_promtool_check(settings: Settings, metrics_worker: Any) -> None:
+    traffic = make_traffic(seed=3)
+    worker = metrics_worker()
+    send(settings, traffic.predictions, "predictions")
+    send(settings, traffic.feedback, "feedback")
+    assert wait_metric(worker, "driftline_window_requests", 1, model="clf", version="v1", window="1m") > 0
+    text = worker.metrics_text()
+    out = subprocess.run(
+        ["promtool", "check", "metrics"], input=text.encode(), capture_output=True, timeout=30
+    )
+    assert out.returncode == 0, out.stdout.decode() + out.stderr.decode()
+    assert "driftline_window_latency_seconds" in text and "driftline_window_feature_missing_ratio" in text
