@@ -72,22 +72,21 @@ def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
 
 def render_windows(latest: list[tuple[tuple[str, str, str], Mapping[str, Any]]], window: str) -> object:
     """The newest closed ``window`` per model version: serving, latency and label metrics."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"last closed {window} window", title_justify="left")
-    for col in ("model@version", "start (UTC)", "requests", "errors", "p50 ms", "p99 ms", "coverage",
-                "accuracy", "F1 macro", "RMSE", "rev"):
-        table.add_column(col, justify="left" if col in ("model@version", "start (UTC)") else "right")
+    table = Table(title=f"last closed {window} window", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("model@version", "start", "req", "err", "p99ms", "lab", "acc", "F1", "RMSE", "rev"):
+        table.add_column(col, justify="left" if col in ("model@version", "start") else "right")
     for (model, version, win), snap in sorted(latest):
         if win != window:
             continue
         serving, labels = snap["serving"], snap["labels"]
         cls, reg = labels.get("classification") or {}, labels.get("regression") or {}
-        start = time.strftime("%H:%M:%S", time.gmtime(snap["window_start_ms"] / 1000))
+        start = time.strftime("%H:%M", time.gmtime(snap["window_start_ms"] / 1000))
         table.add_row(f"{model}@{version}", start, f"{serving['count']:,}",
                       _fmt(serving["error_rate"], ".1%"),
-                      _fmt(serving["latency_ms"]["p50"], ",.1f"), _fmt(serving["latency_ms"]["p99"], ",.1f"),
-                      _fmt(labels["coverage"], ".0%"), _fmt(cls.get("accuracy"), ".3f"),
-                      _fmt((cls.get("macro") or {}).get("f1"), ".3f"), _fmt(reg.get("rmse"), ",.3f"),
-                      str(snap["revision"]))
+                      _fmt(serving["latency_ms"]["p99"], ",.0f"), _fmt(labels["coverage"], ".0%"),
+                      _fmt(cls.get("accuracy"), ".2f"), _fmt((cls.get("macro") or {}).get("f1"), ".2f"),
+                      _fmt(reg.get("rmse"), ",.2f"), str(snap["revision"]))
     return table

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(slots=True)
@@ -64,9 +64,8 @@ class Chunk:
         return cls(chunk_id, version, [str(i) for i in ids], ts, preds, seg)
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
-    """A label joined to its prediction."""
+class Match(NamedTuple):
+    """A label joined to its prediction (a named tuple: built once per label, on the hot path)."""
 
     version: str
     segment: str | None

@@ -61,19 +61,42 @@ def _classify(pred: Any, true_cls: str, threshold: float) -> tuple[str, float]:
     return class_key(pred), math.nan
 
 
+def _all_numbers(values: list[Any]) -> bool:
+    return all(type(v) is float or type(v) is int for v in values)
+
+
 def fold_matches(pane: PaneState, matches: list[Match], cfg: TaskConfig) -> None:
-    """Fold joined pairs (all of one pane) into its label metrics and delay sketch."""
+    """Fold joined pairs (all of one pane) into its label metrics and delay sketch.
+
+    Examples
+    --------
+    >>> from streams.core.join import Match
+    >>> pane = PaneState()
+    >>> fold_matches(pane, [Match("v1", None, 0, 10.0, 13.0, 500), Match("v1", None, 0, 20.0, 20.0, 900)],
+    ...              TaskConfig())
+    >>> pane.labelled, pane.regression.result()["mae"]
+    (2, 1.5)
+    """
+    rows = [m for m in matches if m.prediction is not None]
+    if not rows:
+        return
+    delays = np.fromiter((m.label_time_ms - m.prediction_time_ms for m in rows), np.float64, len(rows))
+    pane.labelled += len(rows)
+    pane.label_delay.add(np.maximum(delays, 0.0))
+    preds = [m.prediction for m in rows]
+    labels = [m.label for m in rows]
+    if cfg.task != "classification" and _all_numbers(preds) and _all_numbers(labels):
+        # the common regression case, whole batch at once
+        y, y_hat = np.asarray(labels, dtype=np.float64), np.asarray(preds, dtype=np.float64)
+        pane.regression_metrics().add(y, y_hat)
+        return
     y_true: list[str] = []
     y_pred: list[str] = []
     p_true: list[float] = []
     reg_true: list[float] = []
     reg_pred: list[float] = []
-    delays: list[int] = []
-    for m in matches:
-        pred, label = m.prediction, m.label
-        if pred is None:
-            continue
-        delays.append(max(m.label_time_ms - m.prediction_time_ms, 0))
+    classes: dict[tuple[type, Any], str] = {}  # class_key memo; the type keeps True and 1 apart
+    for pred, label in zip(preds, labels, strict=True):
         regression = cfg.task == "regression" or (
             cfg.task == "auto" and _is_number(pred) and _is_number(label)
         )
@@ -82,14 +105,13 @@ def fold_matches(pane: PaneState, matches: list[Match], cfg: TaskConfig) -> None
                 reg_true.append(float(label))
                 reg_pred.append(float(pred))
             continue
-        true_cls = class_key(label)
+        true_cls = classes.get((type(label), label))
+        if true_cls is None:
+            true_cls = classes[(type(label), label)] = class_key(label)
         cls, p = _classify(pred, true_cls, cfg.threshold)
         y_true.append(true_cls)
         y_pred.append(cls)
         p_true.append(p)
-    pane.labelled += len(delays)
-    if delays:
-        pane.label_delay.add(np.asarray(delays, dtype=np.float64))
     if y_true:
         pane.classification_metrics(cfg.positive_label).add(y_true, y_pred, np.asarray(p_true))
     if reg_true:
