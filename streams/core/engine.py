@@ -468,10 +468,9 @@ class MetricsEngine:
             self._put(("jm", ms.name, cid), None)
         for src in ch.dropped_orphan_sources:
             self._put(("jo", ms.name, src), None)
-        for src, orphans in ch.new_orphans.items():
-            live = {eid: [o.label, o.event_time_ms] for eid, o in ms.join.orphans.items() if o.source == src}
+        for src in ch.new_orphans:
+            live = {e: [o.label, o.event_time_ms] for e, o in ms.join.orphans_of(src)}
             self._put(("jo", ms.name, src), {"o": live} if live else None)
-            del orphans
         for cid, rows in ch.marks.items():
             self._put(("jm", ms.name, cid), rows)
 

@@ -203,6 +203,10 @@ class LabelJoin:
             label_time_ms,
         )
 
+    def orphans_of(self, source: str) -> list[tuple[str, Orphan]]:
+        """The labels of one feedback record still waiting for their prediction."""
+        return [(eid, self.orphans[eid]) for eid in self._orphan_sources.get(source, ())]
+
     def _pop_orphan(self, eid: str) -> Orphan:
         o = self.orphans.pop(eid)
         left = self._orphan_sources.get(o.source)
