@@ -8,7 +8,7 @@ stage that does not look at features does not pay for them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,16 +20,13 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 
-def numeric_column(values: Sequence[Any]) -> FloatArray:
-    """Convert a feature column to float64; null, strings and booleans become NaN.
+def top_class(probabilities: Mapping[str, float]) -> str:
+    """The most likely class of a probability map; a tie goes to the larger name (deterministic).
 
-    Booleans are excluded on purpose: ``True`` is a category, not the number 1.
+    >>> top_class({"a": 0.2, "b": 0.8}), top_class({"x": 0.5, "y": 0.5})
+    ('b', 'y')
     """
-    out = np.full(len(values), np.nan, dtype=np.float64)
-    for i, v in enumerate(values):
-        if type(v) is float or type(v) is int:
-            out[i] = v
-    return out
+    return max(probabilities.items(), key=lambda kv: (kv[1], kv[0]))[0]
 
 
 @dataclass(slots=True)

@@ -96,18 +96,14 @@ class MetricsEngine:
         closed_before = ms.stream_time_ms - self.cfg.allowed_lateness_ms
         self._begin(source, offset)
         seg_col = self._segment_labels(ms, batch)
+        # Sampled once per batch: an event in the sample of its segment is in the overall one too.
+        weights, sampled = feature_sample(batch, mcfg, seed=(self.partition, offset, batch_index))
         for seg, rows in self._segment_rows(seg_col):
-            sub = batch if rows is None else batch.take(rows)
-            self._fold_serving(
-                ms,
-                (batch.model, batch.model_version, seg),
-                sub,
-                mcfg,
-                source,
-                offset,
-                closed_before,
-                batch_index,
-            )
+            key = (batch.model, batch.model_version, seg)
+            if rows is None:
+                self._fold_serving(ms, key, batch, weights, sampled, closed_before)
+            else:
+                self._fold_serving(ms, key, batch.take(rows), weights[rows], sampled[rows], closed_before)
         chunk = Chunk(
             f"{source}:{offset}:{batch_index}",
             batch.model_version,
@@ -294,7 +290,8 @@ class MetricsEngine:
             champ = None if champ_series is None else champ_series.closed.get((w.spec.name, w.start_ms))
             champ_labels = None if champ is None else champ.labels
             snap["champion"] = versus_result(cw.labels, champ_labels, mcfg.champion)
-        self._snapshots.append(orjson.loads(orjson.dumps(snap)))  # a copy: later revisions never alias it
+        # The nested results of ``cw.base`` are shared, not copied: nothing mutates them after the close.
+        self._snapshots.append(snap)
 
     # -- folding -----------------------------------------------------------------------------
 
@@ -303,17 +300,14 @@ class MetricsEngine:
         ms: ModelState,
         key: SeriesKey,
         b: PredictionBatch,
-        mcfg: ModelConfig,
-        source: str,
-        offset: int,
+        weights_all: np.ndarray,
+        sampled: np.ndarray,
         closed_before: int,
-        batch_index: int,
     ) -> None:
-        del source
-        series = ms.series.get(key) or ms.series.setdefault(key, Series(key))
+        """Serving metrics and (sampled) feature statistics of one series into its panes."""
+        series = self._series(ms, key)
         panes = b.event_time_ms - b.event_time_ms % self.pane_ms
         uniq, inverse = np.unique(panes, return_inverse=True)
-        weights_all, sampled = feature_sample(b, mcfg, seed=(self.partition, offset, batch_index))
         for i, ps in enumerate(uniq.tolist()):
             rows = np.flatnonzero(inverse == i) if len(uniq) > 1 else None
             pane, closed, gone = series.route(self.cfg.windows, ps, closed_before, self._new_pane)
@@ -357,7 +351,7 @@ class MetricsEngine:
             if m.segment is not None:
                 groups.setdefault(((ms.name, m.version, m.segment), ps), []).append(m)
         for (key, ps), group in groups.items():
-            series = ms.series.get(key) or ms.series.setdefault(key, Series(key))
+            series = self._series(ms, key)
             pane, closed, _ = series.route(self.cfg.windows, ps, closed_before, self._new_pane)
             target = self._pane(key, ps, pane)
             if target is not None:
@@ -394,7 +388,7 @@ class MetricsEngine:
             by_pane.setdefault((challenger, ps), []).append((champ_value, chall_value))
         for (challenger, ps), vals in by_pane.items():
             key = (ms.name, challenger, "")
-            series = ms.series.get(key) or ms.series.setdefault(key, Series(key))
+            series = self._series(ms, key)
             pane, closed, _ = series.route(self.cfg.windows, ps, closed_before, self._new_pane)
             arr = np.asarray(vals, dtype=np.float64)
             target = self._pane(key, ps, pane)
@@ -407,6 +401,13 @@ class MetricsEngine:
         self._put(("vw", ms.name), ms.versus.to_json())
 
     # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _series(ms: ModelState, key: SeriesKey) -> Series:
+        series = ms.series.get(key)
+        if series is None:
+            series = ms.series[key] = Series(key)
+        return series
 
     def _new_pane(self) -> PaneState:
         c = self.cfg
@@ -429,15 +430,15 @@ class MetricsEngine:
             col = b.segment.get(k)
             if col is None:
                 continue
-            out: list[str] = []
-            for v in col:
+            names: dict[str | None, str] = {}  # per distinct value, not per event
+            for v in dict.fromkeys(col):
                 label = f"{k}={'__missing__' if v is None else v}"
                 if label not in ms.segments:
                     if len(ms.segments) >= self.cfg.max_segments:
                         label = f"{k}=__other__"
                     ms.segments.add(label)
-                out.append(label)
-            return out
+                names[v] = label
+            return [names[v] for v in col]
         return None
 
     @staticmethod

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from streams.core.batches import top_class
 from streams.core.join import Match
 from streams.core.labels import class_key
 from streams.core.pane import PaneState
@@ -49,8 +50,7 @@ def _classify(pred: Any, true_cls: str, threshold: float) -> tuple[str, float]:
             predicted = cls if prob >= threshold else other
             p_true = prob if true_cls == cls else 1.0 - prob if true_cls == other else math.nan
             return predicted, float(p_true)
-        best = max(pred.items(), key=lambda kv: (kv[1], kv[0]))[0]
-        return class_key(best), float(pred[true_cls]) if true_cls in pred else math.nan
+        return class_key(top_class(pred)), float(pred[true_cls]) if true_cls in pred else math.nan
     if _is_number(pred):
         score = float(pred)
         cls = "1" if score >= threshold else "0"

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from streams.core.batches import top_class
 from streams.core.features import FeatureStats
 from streams.core.labels import ClassificationMetrics, RegressionMetrics
 from streams.core.sketch import DDSketch
@@ -34,7 +35,7 @@ def predicted_values(predictions: list[Any]) -> list[Any]:
     """
     if not any(type(p) is dict for p in predictions):
         return predictions
-    return [max(p.items(), key=lambda kv: (kv[1], kv[0]))[0] if type(p) is dict else p for p in predictions]
+    return [top_class(p) if type(p) is dict else p for p in predictions]
 
 
 class PaneState:
@@ -160,9 +161,6 @@ class PaneState:
         p.classification, p.regression, p.versus = self.classification, self.regression, self.versus
         p.labelled, p.label_delay, p.applied = self.labelled, self.label_delay, dict(self.applied)
         return p
-
-    def copy(self) -> PaneState:
-        return PaneState.from_json(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         return {

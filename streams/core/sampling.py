@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.core.batches import PredictionBatch
+from streams.core.batches import PredictionBatch, top_class
 from streams.core.metrics_config import ModelConfig
 
 
@@ -26,7 +26,7 @@ def _strata(b: PredictionBatch, by: str) -> list[Any] | None:
     if by == "prediction":
         if b.prediction is None:
             return None
-        return [max(p.items(), key=lambda kv: kv[1])[0] if isinstance(p, dict) else p for p in b.prediction]
+        return [top_class(p) if isinstance(p, dict) else p for p in b.prediction]
     if b.segment and by in b.segment:
         return list(b.segment[by])
     return None
