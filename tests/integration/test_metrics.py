@@ -256,9 +256,13 @@ def test_kill_9_mid_window_then_restart_gives_the_same_final_metrics(
             timeout_s=120,
         ), "windows incomplete after restart"
         reference = _engine_reference(traffic, CONFIG.format(idle="10s"))
-        for key in all_windows():
-            check_window(reader.latest[key], want[key])
-            assert_same(reader.latest[key], reference[key], str(key))
+        try:
+            for key in all_windows():
+                check_window(reader.latest[key], want[key])
+                assert_same(reader.latest[key], reference[key], str(key))
+        except AssertionError as exc:  # keep what the workers said, to diagnose a failure in CI
+            logs = "\n".join(f"--- {w.log.name}\n{w.log.read_text()[-3000:]}" for w in (first, second))
+            raise AssertionError(f"{exc}\nsnapshots read: {reader.count}\n{logs}") from exc
         assert metric_value(second.metrics_text(), "driftline_state_restored_cells_total") > 0
         assert sum(len(b["event_id"]) for b in traffic.predictions) == 2 * EVENTS
     finally:
