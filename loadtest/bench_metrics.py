@@ -164,7 +164,8 @@ def main() -> None:
         "partitions": 4,
     }
     runs: dict[str, list[float]] = defaultdict(list)
-    configs = {"ingest": "metrics: {enabled: false}\n", "metrics": "{}\n"}
+    configs = {"ingest": "metrics: {enabled: false}\ndetection: {enabled: false}\n",
+               "metrics": "detection: {enabled: false}\n"}
     first = True
     for name in ("ingest", "metrics", "ingest", "metrics"):
         run_tag = uuid.uuid4().hex[:6]

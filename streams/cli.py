@@ -5,6 +5,7 @@
     driftline worker [--live]          run a stream worker
     driftline simulate                 simulated model servers (uses the SDK)
     driftline demo                     broker + topics + worker + simulator, live output
+    driftline profile build|publish|show   reference profiles for drift detection
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+# One BLAS thread: a worker is one process per core, and the domain classifier's small matrices run
+# several times slower when OpenBLAS spreads them over threads (set before numpy is first imported).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from streams.config import ConfigError, Settings, load_settings
 
@@ -69,6 +74,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     s = _settings(args)
     create_topics(s)
     dl = create_app(s, live_interval_s=args.live)
+    if s.detection.enabled:
+        dl.follow_profiles()
     worker = faust.Worker(dl.app, loglevel=s.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
@@ -127,6 +134,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from streams.profile_cli import cmd_profile as run
+
+    return run(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="driftline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--live", type=float, default=0.0, metavar="SECONDS",
                    help="print what flowed every SECONDS")
     w.set_defaults(func=cmd_worker)
+    pr = sub.add_parser("profile", help="reference profiles: build from training data, publish, show")
+    pr.add_argument("action", choices=["build", "publish", "show"])
+    pr.add_argument("path", help="build: a .csv/.jsonl/.parquet file; publish: a profile file; show: a model")
+    pr.add_argument("--model", help="build: the model the profile is for")
+    pr.add_argument("--version", help="the model version (default: any version)")
+    pr.add_argument("--prediction", help="build: the column holding the model's output")
+    pr.add_argument("--exclude", help="build: comma-separated columns to leave out (labels, ids)")
+    pr.add_argument("--out", help="build: write the profile to this file")
+    pr.add_argument("--publish", action="store_true", help="build: publish to the profiles topic")
+    pr.set_defaults(func=cmd_profile)
     for name, func, dur in (("simulate", cmd_simulate, 60.0), ("demo", cmd_demo, 0.0)):
         sp = sub.add_parser(name)
         sp.add_argument("--models", type=int, default=3)

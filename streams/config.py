@@ -15,6 +15,13 @@ from typing import Any
 
 import yaml
 
+from streams.core.detection.config import (
+    AnomalyConfig,
+    ConceptConfig,
+    DataConfig,
+    DetectionConfig,
+    OpsConfig,
+)
 from streams.core.metrics_config import EngineConfig, ModelConfig
 from streams.core.outcomes import TaskConfig
 from streams.core.windows import WindowSpec, parse_duration_ms
@@ -50,6 +57,7 @@ class Settings:
     local_controller_port: int = 9093
     log_level: str = "warn"
     metrics: EngineConfig = field(default_factory=EngineConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -107,7 +115,7 @@ def load_settings(
     accepted alias for the bootstrap address.
     """
     env = os.environ if env is None else env
-    known = {f.name for f in fields(Settings)} - {"extra", "metrics"}
+    known = {f.name for f in fields(Settings)} - {"extra", "metrics", "detection"}
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     config_path = path or env.get("DRIFTLINE_CONFIG")
@@ -121,7 +129,7 @@ def load_settings(
         for key, raw in loaded.items():
             if key in known:
                 values[key] = _coerce(key, raw, str(config_path))
-            elif key in ("metrics", "models", "rules", "notify"):
+            elif key in ("metrics", "models", "detection", "rules", "notify"):
                 extra[key] = raw
             else:
                 raise ConfigError(f"{key} (from {config_path}): unknown setting")
@@ -136,8 +144,10 @@ def load_settings(
             raise ConfigError(f"{name}: unknown setting")
         if raw is not None:
             values[name] = _coerce(name, raw, "command line")
-    metrics = engine_config(extra.get("metrics") or {}, extra.get("models") or {}, str(config_path))
-    settings = replace(Settings(), **values, metrics=metrics, extra=extra)
+    models = extra.get("models") or {}
+    metrics = engine_config(extra.get("metrics") or {}, models, str(config_path))
+    detection = detection_config(extra.get("detection") or {}, models, str(config_path))
+    settings = replace(Settings(), **values, metrics=metrics, detection=detection, extra=extra)
     _check(settings)
     return settings
 
@@ -164,7 +174,7 @@ _METRICS_DURATIONS = {"allowed_lateness": "allowed_lateness_ms", "idle_close": "
                       "label_horizon": "label_horizon_ms"}
 _METRICS_INTS = ("max_pending_labels", "max_segments", "max_features", "top_k", "max_classes")
 _MODEL_KEYS = {"task", "positive_label", "threshold", "sample_rate", "sampling", "stratify_by", "champion",
-               "challengers"}
+               "challengers", "concept_drift"}
 
 
 def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
@@ -230,3 +240,68 @@ def engine_config(metrics: Any, models: Any, source: str) -> EngineConfig:
         return EngineConfig(models=per_model, **kwargs)
     except ValueError as exc:
         raise ConfigError(f"metrics.{exc} (from {source})") from None
+
+
+def _section(cls: Any, raw: Any, where: str, base: Any = None) -> Any:
+    """Build the frozen dataclass ``cls`` from a YAML mapping, typed by its fields' defaults.
+
+    ``<name>_ms`` fields also accept ``<name>: 2m`` (a duration); every error
+    names ``<where>.<key>``.
+    """
+    base = base if base is not None else cls()
+    names = {f.name for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in _mapping(raw, where).items():
+        name = key if key in names else f"{key}_ms" if f"{key}_ms" in names else None
+        at = f"{where}.{key}"
+        if name is None or not isinstance(getattr(base, name), bool | int | float | str):
+            raise ConfigError(f"{at}: unknown setting (known: {', '.join(sorted(names))})")
+        default = getattr(base, name)
+        if name.endswith("_ms") and isinstance(value, str):
+            try:
+                value = 0 if value in ("0", "0s") else parse_duration_ms(value)
+            except ValueError as exc:
+                raise ConfigError(f"{at}: {exc}") from None
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise ConfigError(f"{at}: expected {type(default).__name__}, got {value!r}")
+        kwargs[name] = value
+    try:
+        return replace(base, **kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"{where}.{exc}") from None
+
+
+_DETECTION_SECTIONS = {
+    "concept": ConceptConfig, "data": DataConfig, "anomaly": AnomalyConfig, "ops": OpsConfig,
+}
+
+
+def detection_config(detection: Any, models: Any, source: str) -> DetectionConfig:
+    """Build the detection settings from the ``detection:`` section and ``models.<name>.concept_drift``."""
+    where = f"detection (from {source})"
+    kwargs: dict[str, Any] = {}
+    for key, raw in _mapping(detection, where).items():
+        if key == "enabled":
+            if not isinstance(raw, bool):
+                raise ConfigError(f"detection.enabled (from {source}): expected true or false, got {raw!r}")
+            kwargs["enabled"] = raw
+        elif key in _DETECTION_SECTIONS:
+            kwargs[key] = _section(_DETECTION_SECTIONS[key], raw or {}, f"detection.{key}")
+        else:
+            raise ConfigError(f"detection.{key} (from {source}): unknown setting "
+                              f"(known: enabled, {', '.join(_DETECTION_SECTIONS)})")
+    concept = kwargs.get("concept", ConceptConfig())
+    per_model = {str(name): _section(ConceptConfig, cfg["concept_drift"], f"models.{name}.concept_drift",
+                                     base=concept)
+                 for name, cfg in _mapping(models, f"models (from {source})").items()
+                 if isinstance(cfg, Mapping) and cfg.get("concept_drift") is not None}
+    return DetectionConfig(concept_by_model=per_model, **kwargs)

@@ -235,3 +235,67 @@ class MetricsExporter:
             self.join_events.labels(p, outcome).set(sum(getattr(m.join.counters, outcome) for m in models))
         self.open_panes.labels(p).set(sum(len(s.panes) for m in models for s in m.series.values()))
         self.closed_windows.labels(p).set(sum(len(s.closed) for m in models for s in m.series.values()))
+
+
+class DetectorCollector(Collector):
+    """Latest anomaly score per monitor, read from the live engines at scrape time (bounded)."""
+
+    def __init__(self, max_series: int = 300) -> None:
+        self.max_series = max_series
+        self.engines: dict[int, Any] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily("driftline_anomaly_score",
+                              "Latest Half-Space Trees score (0 normal .. 1 anomalous) per subject.",
+                              labels=["model", "subject", "name"])
+        n = 0
+        for eng in list(self.engines.values()):
+            for (model, version), mon in list(eng.latency.items()):
+                if n < self.max_series:
+                    g.add_metric([model, "serving", version], mon.last_score)
+                    n += 1
+            for (model, host), mon in list(eng.hosts.items()):
+                if n < self.max_series:
+                    g.add_metric([model, "host", host], mon.last_score)
+                    n += 1
+        yield g
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionExporter:
+    """The detection stage's health and output counts."""
+
+    signals: Counter
+    state_writes: Counter
+    restored_cells: Counter
+    profiles_built: Counter
+    monitors: Gauge
+    collector: DetectorCollector
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> DetectionExporter:
+        collector = DetectorCollector()
+        registry.register(collector)
+        return cls(
+            signals=Counter("driftline_signals", "Signals emitted, by kind, detector and state.",
+                            ["kind", "detector", "active"], registry=registry),
+            state_writes=Counter("driftline_detection_state_writes",
+                                 "Detector state cells written to the state changelog.", registry=registry),
+            restored_cells=Counter("driftline_detection_restored_cells",
+                                   "Detector state cells read back at start-up.", registry=registry),
+            profiles_built=Counter("driftline_profiles_built",
+                                   "Reference profiles built from a version's first events.",
+                                   registry=registry),
+            monitors=Gauge("driftline_detection_monitors", "Monitors held, per partition and kind.",
+                           ["partition", "kind"], registry=registry),
+            collector=collector,
+        )
+
+    def observe_signal(self, sig: Mapping[str, Any]) -> None:
+        self.signals.labels(str(sig["kind"]), str(sig["detector"]), str(sig["active"]).lower()).inc()
+
+    def observe_engine(self, eng: Any) -> None:
+        p = str(eng.partition)
+        self.collector.engines[eng.partition] = eng
+        for kind in ("concept", "data", "latency", "hosts"):
+            self.monitors.labels(p, kind).set(len(getattr(eng, kind)))

@@ -40,9 +40,11 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("signals", "Typed drift and anomaly signals for the alerting stage"),
     TopicSpec("alerts", "Alert state changes, keyed by fingerprint", retention_ms=30 * DAY_MS),
     TopicSpec("deadletter", "Rejected input with original bytes and reason", retention_ms=14 * DAY_MS),
-    TopicSpec("profiles", "Reference profiles per model version", partitions=1, cleanup_policy="compact"),
+    TopicSpec("profiles", "Reference profiles per model version", partitions=1, cleanup_policy="compact",
+              config={"max.message.bytes": str(16 * 1024 * 1024)}),
     TopicSpec("control", "Silences and runtime commands", partitions=1, cleanup_policy="compact"),
-    TopicSpec("state-changelog", "Changelog of the worker's metric state table (panes, windows, join)",
+    TopicSpec("state-changelog", "Changelog of the worker's state table (metric panes, windows, join, "
+              "detectors)",
               cleanup_policy="compact", app_scoped=True,
               config={"min.compaction.lag.ms": "0", "segment.ms": str(3600 * 1000)}),
 )

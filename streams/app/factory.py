@@ -9,14 +9,16 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
 
+from streams.app.detection_stage import DetectionStage
 from streams.app.ingest import IngestStage, Router
 from streams.app.live import FlowStats
 from streams.app.metrics_stage import MetricsStage
+from streams.app.profiles import ProfileFollower, ProfileStore
 from streams.app.state import FaustTableStore
 from streams.app.transport import IdempotentProducer, on_before_flush
 from streams.config import Settings
 from streams.events.codec import Decoder
-from streams.observability import MetricsExporter, PipelineMetrics
+from streams.observability import DetectionExporter, MetricsExporter, PipelineMetrics
 from streams.topics import STATE_TABLE
 
 # The classic text exposition format, which every Prometheus version scrapes; aiohttp
@@ -37,7 +39,15 @@ class Driftline:
     ingest: IngestStage
     flow: FlowStats
     metrics_stage: MetricsStage
+    detection_stage: DetectionStage
+    profiles: ProfileStore
     state_table: Any
+
+    def follow_profiles(self, wait_s: float = 30.0) -> ProfileFollower:
+        """Start reading the profiles topic (call before the worker starts; blocks until caught up)."""
+        follower = ProfileFollower(self.settings.bootstrap, self.settings.topic("profiles"), self.profiles)
+        follower.start(wait_s)
+        return follower
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None,
@@ -113,7 +123,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
         router.on_predictions.append(stage.on_predictions)
         router.on_feedback.append(stage.on_feedback)
         router.after_record.append(stage.after_record)
-    dl = Driftline(app, settings, registry, metrics, router, ingest, flow, stage, table)
+    detection = _detection(app, settings, stage, table, registry, router)
+    dl = Driftline(app, settings, registry, metrics, router, ingest, flow, stage, detection,
+                   detection.profiles, table)
     _wire(dl)
     if live_interval_s > 0:
         _wire_live(dl, live_interval_s)
@@ -121,13 +133,38 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def advance_metrics() -> None:
         stage.tick()
+        detection.tick()
 
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator,arg-type]
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
         stage.forget({tp.partition for tp in revoked})
+        detection.forget({tp.partition for tp in revoked})
 
     del advance_metrics, on_revoked
     return dl
+
+
+def _detection(app: faust.App, settings: Settings, metrics_stage: MetricsStage, table: Any,
+               registry: CollectorRegistry, router: Router) -> DetectionStage:
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+                           "value_serializer": "raw"}
+    signals_topic = app.topic(settings.topic("signals"), **raw)
+    profiles_topic = app.topic(settings.topic("profiles"), **raw)
+
+    def emit_signal(key: bytes, value: bytes) -> None:
+        signals_topic.send_soon(key=key, value=value)
+
+    def emit_profile(key: bytes, value: bytes) -> None:
+        profiles_topic.send_soon(key=key, value=value)
+
+    stage = DetectionStage(settings.detection, settings.metrics, FaustTableStore(table), ProfileStore(),
+                           emit_signal, emit_profile, DetectionExporter.create(registry))
+    on_before_flush(app, stage.flush_writes)
+    if settings.detection.enabled:
+        router.on_predictions.append(stage.on_predictions)
+        router.on_telemetry.append(stage.on_telemetry)
+        metrics_stage.match_listeners.append(stage.matches_of)
+    return stage
 
 
 def _wire_live(dl: Driftline, interval_s: float) -> None:

@@ -18,7 +18,7 @@ import orjson
 
 from streams.app.ingest import RecordPos
 from streams.core.batches import FeedbackBatch, PredictionBatch
-from streams.core.engine import MetricsEngine
+from streams.core.engine import MatchListener, MetricsEngine
 from streams.core.metrics_config import EngineConfig
 from streams.observability import MetricsExporter
 
@@ -60,11 +60,14 @@ class MetricsStage:
         self._last_advance_ms: dict[int, int] = {}
         self._pos: RecordPos | None = None
         self._batch_index = 0
+        # Later stages that want joined labels (detection): a listener per partition's engine.
+        self.match_listeners: list[Callable[[int], MatchListener]] = []
 
     def engine(self, partition: int) -> MetricsEngine:
         eng = self.engines.get(partition)
         if eng is None:
             eng = self.engines[partition] = MetricsEngine(self.cfg, partition)
+            eng.match_listeners.extend(make(partition) for make in self.match_listeners)
             cells = eng.restore(self.store.items(), self.clock())
             self.exporter.restored_cells.inc(cells)
         return eng

@@ -106,3 +106,24 @@ def first_occurrences(ids: Sequence[str]) -> tuple[npt.NDArray[np.intp], list[in
             seen.add(e)
             keep.append(i)
     return np.asarray(keep, dtype=np.intp), dup
+
+
+@dataclass(slots=True)
+class TelemetryBatch:
+    """Telemetry samples of one model-server process (``host``, or its pod when given), in time order.
+
+    ``gpus`` maps a GPU index to its (utilization percent, memory used bytes,
+    memory total bytes) columns, NaN where a sample did not report it.
+    """
+
+    model: str
+    host: str
+    event_time_ms: IntArray
+    cpu_percent: FloatArray
+    rss_bytes: FloatArray
+    memory_percent: FloatArray
+    inflight_requests: FloatArray
+    gpus: dict[int, tuple[FloatArray, FloatArray, FloatArray]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.event_time_ms)

@@ -16,7 +16,7 @@ was counted) is never persisted without the pane that counted it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,8 @@ from streams.core.snapshot import METRICS_V1, base_result, label_result, versus_
 from streams.core.versus import VersusBuffer
 
 Cell = tuple[bytes, bytes | None]
+MatchListener = Callable[[str, list[Match], str, int, int], None]  # (model, matches, source, offset, batch)
+_KINDS = frozenset({"pane", "win", "meta", "jc", "jm", "jo", "vw"})
 _JOIN_KINDS = (b"jc", b"jm", b"jo", b"vw")  # the first two letters of a key's kind, after '["'
 
 
@@ -84,6 +86,9 @@ class MetricsEngine:
         self._touched_closed: dict[tuple[SeriesKey, str, int], ClosedWindow] = {}
         self._chunks: list[tuple[ModelState, Chunk]] = []
         self._record_models: dict[str, ModelState] = {}
+        # Who else wants joined labels (the concept-drift detectors): called once per batch with the
+        # new matches, which a replayed record produces again (listeners keep their own offset guard).
+        self.match_listeners: list[MatchListener] = []
 
     # -- input -------------------------------------------------------------------------------
 
@@ -114,6 +119,7 @@ class MetricsEngine:
         )
         matches = ms.join.add_chunk(chunk)
         self._fold_matches(ms, matches, mcfg, source, offset, closed_before)
+        self._tell(ms.name, matches, source, offset, batch_index)
         if mcfg.champion is not None and batch.request_id is not None and batch.prediction is not None:
             self._fold_versus(ms, batch, mcfg, source, offset, closed_before)
         self._chunks.append((ms, chunk))
@@ -130,7 +136,13 @@ class MetricsEngine:
             batch.event_id, batch.label, batch.event_time_ms.tolist(), f"{source}:{offset}:{batch_index}"
         )
         self._fold_matches(ms, matches, self.cfg.model(batch.model), source, offset, closed_before)
+        self._tell(ms.name, matches, source, offset, batch_index)
         self._record_models[ms.name] = ms
+
+    def _tell(self, model: str, matches: list[Match], source: str, offset: int, batch_index: int) -> None:
+        if matches:
+            for listener in self.match_listeners:
+                listener(model, matches, source, offset, batch_index)
 
     # -- the record being folded ---------------------------------------------------------------
 
@@ -485,8 +497,8 @@ class MetricsEngine:
         n = 0
         for k, v in cells:
             key = orjson.loads(k)
-            if key[1] != self.partition or v is None:
-                continue
+            if key[0] not in _KINDS or key[1] != self.partition or v is None:
+                continue  # other partitions, deletions, and other stages' cells
             n += 1
             kind, model, rest, raw = key[0], key[2], key[3:], orjson.loads(v)
             ms = self._model(model, now_ms)

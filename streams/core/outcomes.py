@@ -116,3 +116,36 @@ def fold_matches(pane: PaneState, matches: list[Match], cfg: TaskConfig) -> None
         pane.classification_metrics(cfg.positive_label).add(y_true, y_pred, np.asarray(p_true))
     if reg_true:
         pane.regression_metrics().add(np.asarray(reg_true), np.asarray(reg_pred))
+
+
+def error_stream(matches: list[Match], cfg: TaskConfig) -> dict[str, tuple[list[int], list[float]]]:
+    """Per model version, the error of each joined prediction: the stream concept-drift detectors watch.
+
+    Classification gives 0/1 (1 = wrong), regression the absolute error; the
+    task is decided as in :func:`fold_matches`. Returns prediction times and
+    errors in match order.
+
+    >>> from streams.core.join import Match
+    >>> error_stream([Match("v1", None, 5, {"yes": 0.9}, "no", 9), Match("v1", None, 6, 2.0, 3.5, 9)],
+    ...              TaskConfig())
+    {'v1': ([5, 6], [1.0, 1.5])}
+    """
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    classes: dict[tuple[type, Any], str] = {}
+    for m in matches:
+        pred, label = m.prediction, m.label
+        if pred is None:
+            continue
+        if cfg.task == "regression" or (cfg.task == "auto" and _is_number(pred) and _is_number(label)):
+            if not (_is_number(pred) and _is_number(label)):
+                continue
+            err = abs(float(label) - float(pred))
+        else:
+            true_cls = classes.get((type(label), label))
+            if true_cls is None:
+                true_cls = classes[(type(label), label)] = class_key(label)
+            err = 0.0 if _classify(pred, true_cls, cfg.threshold)[0] == true_cls else 1.0
+        times, errs = out.setdefault(m.version, ([], []))
+        times.append(m.prediction_time_ms)
+        errs.append(err)
+    return out

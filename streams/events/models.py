@@ -47,6 +47,7 @@ FEEDBACK_V1 = "driftline.feedback/v1"
 FEEDBACK_COLUMNS_V1 = "driftline.feedback-columns/v1"
 TELEMETRY_V1 = "driftline.telemetry/v1"
 ALERT_V1 = "driftline.alert/v1"
+SIGNAL_V1 = "driftline.signal/v1"
 DEAD_LETTER_V1 = "driftline.dead-letter/v1"
 
 MAX_BATCH_EVENTS = 100_000
@@ -173,10 +174,44 @@ class DeadLetterV1(msgspec.Struct, tag_field="schema", tag=DEAD_LETTER_V1, omit_
     source_key_b64: str | None = None
 
 
+Evidence = dict[Key, Finite | ShortText | bool | list[Finite | ShortText] | None]
+Fingerprint = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,64}$(?!\n)")]
+SignalKind = Literal["concept_drift", "data_drift", "prediction_drift", "multivariate_drift", "anomaly",
+                     "memory_leak", "silence", "gpu_saturation"]
+
+
+class SignalV1(msgspec.Struct, tag_field="schema", tag=SIGNAL_V1, omit_defaults=True):
+    """One detector's verdict, for the alerting stage (see ``schemas/signal.v1.json``).
+
+    ``active`` is true for a detection or a condition that holds, false when a
+    condition (silence, leak, saturation, anomaly) has cleared. ``signal_id``
+    is derived from the detector, its subject and the input position that
+    triggered it, so a replay after a crash repeats the same id and the
+    alerting stage can drop the duplicate.
+    """
+
+    signal_id: Fingerprint
+    kind: SignalKind
+    detector: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    model: Name
+    active: bool
+    score: Finite
+    threshold: Finite | None
+    p_value: Probability | None
+    window_start_ms: EpochMs
+    window_end_ms: EpochMs
+    detected_at_ms: EpochMs
+    model_version: Version | None = None
+    feature: Key | None = None
+    since_ms: EpochMs | None = None
+    evidence: Evidence = {}
+    labels: dict[Key, ShortText] = {}
+
+
 class AlertV1(msgspec.Struct, tag_field="schema", tag=ALERT_V1, omit_defaults=True):
     """A state change of one alert (firing or resolved), keyed by ``fingerprint``."""
 
-    fingerprint: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,64}$(?!\n)")]
+    fingerprint: Fingerprint
     status: Literal["firing", "resolved"]
     severity: Literal["info", "warning", "critical"]
     model: Name
@@ -187,6 +222,6 @@ class AlertV1(msgspec.Struct, tag_field="schema", tag=ALERT_V1, omit_defaults=Tr
     starts_at_ms: EpochMs
     model_version: Version | None = None
     ends_at_ms: EpochMs | None = None
-    evidence: dict[Key, Finite | ShortText | bool | list[Finite | ShortText] | None] = {}
+    evidence: Evidence = {}
     labels: dict[Key, ShortText] = {}
     annotations: dict[Key, Annotated[str, msgspec.Meta(max_length=8192)]] = {}

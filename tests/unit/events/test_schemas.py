@@ -41,13 +41,14 @@ STRUCTS: dict[str, type[msgspec.Struct]] = {
     "feedback-columns.v1.json": m.FeedbackColumnsV1,
     "telemetry.v1.json": m.TelemetryV1,
     "alert.v1.json": m.AlertV1,
+    "signal.v1.json": m.SignalV1,
     "dead-letter.v1.json": m.DeadLetterV1,
 }
 # Written by Driftline from plain data, with no Struct to mirror: checked against the engine's own
 # output in tests/unit/core/test_snapshot_schema.py.
 METRICS_FILE = "metrics.v1.json"
 FILES = sorted([*STRUCTS, "record.v1.json", METRICS_FILE])
-OUTPUTS = {m.ALERT_V1: m.AlertV1, m.DEAD_LETTER_V1: m.DeadLetterV1}
+OUTPUTS = {m.ALERT_V1: m.AlertV1, m.SIGNAL_V1: m.SignalV1, m.DEAD_LETTER_V1: m.DeadLetterV1}
 TAG_FILE = {
     m.PREDICTION_V1: "prediction.v1.json",
     m.PREDICTION_COLUMNS_V1: "prediction-columns.v1.json",
@@ -55,6 +56,7 @@ TAG_FILE = {
     m.FEEDBACK_COLUMNS_V1: "feedback-columns.v1.json",
     m.TELEMETRY_V1: "telemetry.v1.json",
     m.ALERT_V1: "alert.v1.json",
+    m.SIGNAL_V1: "signal.v1.json",
     m.DEAD_LETTER_V1: "dead-letter.v1.json",
 }
 

@@ -1,0 +1,1 @@
+"""Streaming anomaly detectors over numeric telemetry, vectorised per batch."""

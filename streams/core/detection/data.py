@@ -1,0 +1,427 @@
+"""Data drift of one model version: its inputs and outputs against a reference profile.
+
+Two complementary views, both against the same reference:
+
+* **Windowed tests.** Each window's histogram (reference bins, see
+  :mod:`streams.core.drift.histogram`) is tested feature by feature (KS or
+  Mann-Whitney for numbers, chi-squared for categories, PSI and Jensen-Shannon
+  for both), corrected for testing many features at once, and gated on effect
+  size, so a huge window does not alarm on a trivial difference. A window
+  closes when it has ``window_events`` events *and* spans ``window_ms`` of
+  event time: tests stay powered at low traffic and signals stay few at high
+  traffic. Every ``domain_every_windows`` windows a domain classifier tells
+  reference rows from current rows; its AUC is the multivariate drift score.
+* **Sequential detectors.** Per numeric feature, Page-Hinkley on the
+  standardized mean and spread of consecutive chunks of ``chunk_events``
+  events: a change *within* production, found within a few chunks rather
+  than at the end of a window.
+
+The reference is the profile published for the model version (or for the
+model, any version); without one, the first ``auto_profile_events`` events of
+the version are folded into a profile, which is then published, so every
+worker (and a restarted one) uses the same. Warm-up batches are kept as
+separate cells (each written once), not as one growing cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from streams.core.batches import PredictionBatch, top_class
+from streams.core.detection.config import DataConfig
+from streams.core.detection.guard import OffsetGuard
+from streams.core.detection.signals import make_signal
+from streams.core.drift.base import SequentialDetector
+from streams.core.drift.data_drift import DataDriftConfig, DriftReport, evaluate
+from streams.core.drift.domain import domain_auc
+from streams.core.drift.histogram import WindowHistogram
+from streams.core.drift.profile import NumericProfile, ProfileBuilder, ReferenceProfile
+from streams.core.drift.sequential import DEFAULT_FEATURE_PH, build, restore
+
+PREDICTION = "__prediction__"
+Found = tuple[str, ReferenceProfile] | None
+
+
+def rows_seed(source: str, offset: int, batch_index: int) -> int:
+    """A 53-bit seed from a batch's position: a replay samples the same rows."""
+    digest = hashlib.blake2b(f"{source}:{offset}:{batch_index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 11
+
+
+CHUNK_WARMUP = 32  # chunks whose statistics calibrate the detectors' scale
+
+
+def chunk_detector(chunk_events: int) -> SequentialDetector:
+    """Page-Hinkley over a per-chunk statistic, in units of that statistic's own spread.
+
+    The scale is learned from the first :data:`CHUNK_WARMUP` chunks rather
+    than derived from the reference standard deviation: the sample variance of
+    a heavy-tailed feature varies far more than a normal theory predicts (its
+    spread grows with the kurtosis), and a scale taken from theory would alarm
+    on every skewed feature. The tolerance and threshold are the per-event
+    defaults (:data:`DEFAULT_FEATURE_PH`) carried to chunk means of ``n``
+    events: a chunk mean has ``1/sqrt(n)`` of an event's spread, so the
+    tolerated shift is ``delta * sqrt(n)`` and the threshold ``threshold / sqrt(n)``.
+    """
+    root = math.sqrt(chunk_events)
+    return build(
+        replace(
+            DEFAULT_FEATURE_PH,
+            delta=DEFAULT_FEATURE_PH.delta * root,
+            threshold=DEFAULT_FEATURE_PH.threshold / root,
+            min_instances=4,
+            alpha=1.0,
+            warmup=CHUNK_WARMUP,
+        )
+    )
+
+
+@dataclass(slots=True)
+class DataOutcome:
+    signals: list[dict[str, Any]] = field(default_factory=list)
+    built: ReferenceProfile | None = None  # a profile built from this version's first events
+    changed: bool = False
+    warm_chunk: tuple[int, dict[str, Any]] | None = None  # (seq, cell) of warm-up data to persist
+    warm_done: int = 0  # warm-up cells to delete (0..n-1) once the profile is built
+
+
+class DataMonitor:
+    """Windowed tests and per-feature sequential detectors of one (model, version)."""
+
+    def __init__(self, cfg: DataConfig, model: str, version: str) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.version = version
+        self.guard = OffsetGuard()
+        self.profile_id: str | None = None
+        self.profile: ReferenceProfile | None = None
+        self.own_profile: ReferenceProfile | None = None  # built here (auto), persisted with the state
+        self.hist: WindowHistogram | None = None
+        self.window_start_ms = 0
+        self.windows = 0
+        self.drifted: set[str] = set()
+        self.multivariate = False
+        self.seq: dict[str, list[SequentialDetector]] = {}
+        self.chunk: dict[str, list[float]] = {}  # feature -> [n, sum of z, sum of z^2] of the open chunk
+        self.chunk_events = 0
+        self.warm: ProfileBuilder | None = None
+        self.warm_cells = 0
+        self.warm_events = 0
+        self.drift_cfg = DataDriftConfig(
+            alpha=cfg.alpha, correction=cfg.correction, min_psi=cfg.min_psi, numeric_test=cfg.numeric_test
+        )
+
+    # -- input -------------------------------------------------------------------------------
+
+    def add(
+        self, batch: PredictionBatch, source: str, offset: int, batch_index: int, found: Found
+    ) -> DataOutcome:
+        out = DataOutcome()
+        if not self.guard.admit(source, offset, batch_index):
+            return out
+        self.guard.mark(source, offset, batch_index)
+        out.changed = True
+        preds = self._predictions(batch)
+        pos = (source, offset, batch_index)
+        if found is None and self.own_profile is not None:
+            found = (self.profile_id or "", self.own_profile)
+        if found is not None and found[0] != self.profile_id:
+            self._switch(found, batch, pos, out)
+        if self.profile is None:
+            self._warm_up(batch, preds, out)
+            return out
+        assert self.hist is not None
+        if self.hist.n == 0:
+            self.window_start_ms = int(batch.event_time_ms.min())
+        before = self._moments()
+        self.hist.add(batch.features, preds, rows_seed(*pos))
+        if self.cfg.sequential:
+            self._chunks(before, len(batch), batch, pos, out)
+        span_ms = int(batch.event_time_ms.max()) - self.window_start_ms
+        if self.hist.n >= self.cfg.window_events and span_ms >= self.cfg.window_ms:
+            self._close_window(int(batch.event_time_ms.max()), pos, out)
+        return out
+
+    @staticmethod
+    def _predictions(batch: PredictionBatch) -> list[Any] | None:
+        if batch.prediction is None:
+            return None
+        return [top_class(p) if isinstance(p, dict) and p else p for p in batch.prediction]
+
+    def _switch(
+        self,
+        found: tuple[str, ReferenceProfile],
+        batch: PredictionBatch,
+        pos: tuple[Any, ...],
+        out: DataOutcome,
+    ) -> None:
+        """A new reference: earlier verdicts were against the old one, so they end here."""
+        at = int(batch.event_time_ms.min())
+        for feature in sorted(self.drifted):
+            out.signals.append(self._cleared(feature, at, pos, "profile_replaced"))
+        self.drifted.clear()
+        self.profile_id, self.profile = found
+        self.hist = WindowHistogram(self.profile)
+        self.seq.clear()
+        self.chunk.clear()
+        self.chunk_events = 0
+        self.warm = None
+
+    def _warm_up(self, batch: PredictionBatch, preds: list[Any] | None, out: DataOutcome) -> None:
+        if self.cfg.auto_profile_events == 0:
+            return
+        if self.warm is None:
+            self.warm = ProfileBuilder()
+        self.warm.add(batch.features, preds)
+        out.warm_chunk = (self.warm_cells, {"f": batch.features, "p": preds})
+        self.warm_cells += 1
+        self.warm_events += len(batch)
+        if self.warm_events >= self.cfg.auto_profile_events:
+            prof = self.warm.build(
+                self.model, self.version, int(batch.event_time_ms.max()), f"auto:first-{self.warm_events}"
+            )
+            out.built = prof
+            out.warm_done = self.warm_cells
+            self.own_profile = prof
+            self.warm, self.warm_cells, self.warm_events = None, 0, 0
+            self.profile_id, self.profile = prof.fingerprint, prof
+            self.hist = WindowHistogram(prof)
+
+    # -- sequential detectors on chunks ------------------------------------------------------
+
+    def _moments(self) -> dict[str, tuple[int, float, float]]:
+        assert self.hist is not None and self.profile is not None
+        return {
+            name: self.hist.moments(name)
+            for name, fp in self.profile.features.items()
+            if isinstance(fp, NumericProfile) and fp.std
+        }
+
+    def _chunks(
+        self,
+        before: dict[str, tuple[int, float, float]],
+        n_batch: int,
+        batch: PredictionBatch,
+        pos: tuple[Any, ...],
+        out: DataOutcome,
+    ) -> None:
+        after = self._moments()
+        for name, (n1, s1, q1) in after.items():
+            n0, s0, q0 = before.get(name, (0, 0.0, 0.0))
+            acc = self.chunk.setdefault(name, [0.0, 0.0, 0.0])
+            acc[0] += n1 - n0
+            acc[1] += s1 - s0
+            acc[2] += q1 - q0
+        self.chunk_events += n_batch
+        if self.chunk_events < self.cfg.chunk_events:
+            return
+        assert self.profile is not None
+        at = int(batch.event_time_ms.max())
+        for name, (n, s, q) in sorted(self.chunk.items()):
+            fp = self.profile.features[name]
+            assert isinstance(fp, NumericProfile) and fp.std
+            if n < 2:
+                continue
+            mean_shift = s / n  # the histogram's sums are of x - reference mean
+            var = max(q / n - mean_shift * mean_shift, 0.0)
+            z_mean = mean_shift / fp.std
+            z_var = math.log(var / (fp.std * fp.std) + 1e-12)  # log: a symmetric scale for ratios
+            dets = self.seq.get(name)
+            if dets is None:
+                dets = self.seq[name] = [
+                    chunk_detector(self.cfg.chunk_events),
+                    chunk_detector(self.cfg.chunk_events),
+                ]
+            for stat, det, z in (("mean", dets[0], z_mean), ("spread", dets[1], z_var)):
+                for d in det.update_many(np.asarray([z])):
+                    out.signals.append(
+                        make_signal(
+                            kind="data_drift",
+                            detector="page_hinkley",
+                            model=self.model,
+                            model_version=self.version,
+                            feature=name,
+                            active=True,
+                            score=abs(d.mean_after - d.mean_before),
+                            threshold=d.threshold,
+                            window_start_ms=self.window_start_ms,
+                            window_end_ms=at,
+                            detected_at_ms=at,
+                            position=(*pos, "ph", name, stat),
+                            evidence={
+                                "statistic": stat,
+                                "direction": "up" if d.direction > 0 else "down",
+                                "chunk_events": int(n),
+                                "before": d.mean_before,
+                                "after": d.mean_after,
+                                "reference_mean": fp.mean,
+                                "reference_std": fp.std,
+                                "chunk_mean": (fp.mean or 0.0) + mean_shift,
+                            },
+                        )
+                    )
+        self.chunk.clear()
+        self.chunk_events = 0
+
+    # -- windows -----------------------------------------------------------------------------
+
+    def _close_window(self, end_ms: int, pos: tuple[Any, ...], out: DataOutcome) -> None:
+        assert self.hist is not None and self.profile is not None
+        report = evaluate(self.profile, self.hist, self.drift_cfg)
+        self.windows += 1
+        out.signals.extend(self._report_signals(report, end_ms, pos))
+        every = self.cfg.domain_every_windows
+        if every and self.windows % every == 0 and self.profile.sample:
+            res = domain_auc(self.profile.sample, self.hist.sample(), seed=self.windows)
+            drifted = res.auc >= self.cfg.domain_min_auc
+            if drifted or self.multivariate:
+                out.signals.append(
+                    make_signal(
+                        kind="multivariate_drift",
+                        detector="domain_classifier",
+                        model=self.model,
+                        model_version=self.version,
+                        active=drifted,
+                        score=res.auc,
+                        threshold=self.cfg.domain_min_auc,
+                        window_start_ms=self.window_start_ms,
+                        window_end_ms=end_ms,
+                        detected_at_ms=end_ms,
+                        position=(*pos, "domain", self.windows),
+                        evidence={
+                            "top_features": [f for f, _ in res.top_features],
+                            "importance": [float(w) for _, w in res.top_features],
+                            "rows_reference": res.n_ref,
+                            "rows_current": res.n_cur,
+                        },
+                    )
+                )
+            self.multivariate = drifted
+        self.hist = WindowHistogram(self.profile)
+
+    def _report_signals(self, report: DriftReport, end_ms: int, pos: tuple[Any, ...]) -> list[dict[str, Any]]:
+        ranked = [f for f in report.features if f.drifted]
+        names = [f.feature for f in ranked]
+        out = []
+        rank = {f.feature: i + 1 for i, f in enumerate(ranked)}
+        results = list(report.features) + ([report.prediction] if report.prediction is not None else [])
+        for f in results:
+            if not f.drifted and f.feature not in self.drifted:
+                continue
+            kind: Any = "prediction_drift" if f.feature == PREDICTION else "data_drift"
+            out.append(
+                make_signal(
+                    kind=kind,
+                    detector=f.test,
+                    model=self.model,
+                    model_version=self.version,
+                    feature=f.feature,
+                    active=f.drifted,
+                    score=f.score,
+                    threshold=self.cfg.min_psi,
+                    p_value=f.p_adjusted,
+                    window_start_ms=self.window_start_ms,
+                    window_end_ms=end_ms,
+                    detected_at_ms=end_ms,
+                    position=(*pos, "window", self.windows, f.feature),
+                    evidence={
+                        "rank": rank.get(f.feature, 0),
+                        "drifted_features": names,
+                        "statistic": f.statistic,
+                        "p_value_raw": f.p_value,
+                        "psi": f.psi,
+                        "js": f.js,
+                        "events": report.n_events,
+                        **{k: v for k, v in f.evidence.items() if not isinstance(v, dict)},
+                    },
+                )
+            )
+            if f.drifted:
+                self.drifted.add(f.feature)
+            else:
+                self.drifted.discard(f.feature)
+        return out
+
+    def _cleared(self, feature: str, at_ms: int, pos: tuple[Any, ...], reason: str) -> dict[str, Any]:
+        kind: Any = "prediction_drift" if feature == PREDICTION else "data_drift"
+        return make_signal(
+            kind=kind,
+            detector="reference",
+            model=self.model,
+            model_version=self.version,
+            feature=feature,
+            active=False,
+            score=0.0,
+            window_start_ms=self.window_start_ms,
+            window_end_ms=at_ms,
+            detected_at_ms=at_ms,
+            position=(*pos, "cleared", feature),
+            evidence={"reason": reason},
+        )
+
+    # -- state -------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "applied": self.guard.to_json(),
+            "profile_id": self.profile_id,
+            "hist": None if self.hist is None else self.hist.to_state(),
+            "window_start_ms": self.window_start_ms,
+            "windows": self.windows,
+            "drifted": sorted(self.drifted),
+            "multivariate": self.multivariate,
+            "seq": {k: [d.to_state() for d in v] for k, v in self.seq.items()},
+            "chunk": self.chunk,
+            "chunk_events": self.chunk_events,
+            "warm_cells": self.warm_cells,
+            "warm_events": self.warm_events,
+        }
+
+    @classmethod
+    def from_json(
+        cls,
+        raw: dict[str, Any],
+        cfg: DataConfig,
+        model: str,
+        version: str,
+        found: Found,
+        own_profile: ReferenceProfile | None,
+        warm: list[dict[str, Any]],
+    ) -> DataMonitor:
+        """Rebuild from the monitor's cell.
+
+        ``found`` is the profile the store holds now, ``own_profile`` the one
+        this monitor built (its own cell), ``warm`` the warm-up cells in order.
+        """
+        if raw.get("v") != 1:
+            raise ValueError(f"data monitor state: unknown version {raw.get('v')!r}")
+        m = cls(cfg, model, version)
+        m.guard = OffsetGuard.from_json(raw["applied"])
+        m.own_profile = own_profile
+        m.profile_id = raw["profile_id"]
+        if found is not None and found[0] == m.profile_id:
+            m.profile = found[1]
+        elif m.own_profile is not None and m.own_profile.fingerprint == m.profile_id:
+            m.profile = m.own_profile
+        if m.profile is not None and raw["hist"] is not None:
+            m.hist = WindowHistogram.from_state(m.profile, raw["hist"])
+        elif m.profile is None:
+            m.profile_id = None  # the reference is gone: start over against whatever is current
+        m.window_start_ms, m.windows = int(raw["window_start_ms"]), int(raw["windows"])
+        m.drifted, m.multivariate = set(raw["drifted"]), bool(raw["multivariate"])
+        if m.profile is not None:
+            m.seq = {str(k): [restore(s) for s in v] for k, v in raw["seq"].items()}
+            m.chunk = {str(k): [float(x) for x in v] for k, v in raw["chunk"].items()}
+            m.chunk_events = int(raw["chunk_events"])
+        m.warm_cells, m.warm_events = int(raw["warm_cells"]), int(raw["warm_events"])
+        if m.profile is None and warm:
+            m.warm = ProfileBuilder()
+            for cell in warm[: m.warm_cells]:
+                m.warm.add(cell["f"], cell["p"])
+        return m

@@ -1,0 +1,1 @@
+"""Drift detectors and tests: pure, deterministic, state as versioned JSON."""
