@@ -36,6 +36,9 @@ bench: $(STAMP)  ## benchmarks in loadtest/, JSON results under .driftline/bench
 	$(VENV)/bin/python loadtest/bench_sdk.py
 	$(VENV)/bin/python loadtest/bench_ingest.py
 	$(VENV)/bin/python loadtest/bench_metrics.py
+	$(VENV)/bin/python loadtest/bench_drift.py
+	$(VENV)/bin/python loadtest/bench_anomaly.py
+	$(VENV)/bin/python loadtest/bench_detection.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check streams tests loadtest

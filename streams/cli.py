@@ -86,7 +86,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     s = _settings(args)
     stats = run_simulation(s, models=args.models, rate_per_s=args.rate, duration_s=args.duration,
-                           garbage_every_s=args.garbage_every)
+                           garbage_every_s=args.garbage_every, drift_after_s=args.drift_after)
     print(json.dumps(stats))
     return 0
 
@@ -108,11 +108,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sim_log = open(".driftline/simulator.log", "w")  # noqa: SIM115
     simulator = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "simulate", "--models", str(args.models),
-         "--rate", str(args.rate), "--duration", str(args.duration), "--garbage-every", "5"],
+         "--rate", str(args.rate), "--duration", str(args.duration), "--garbage-every", "5",
+         "--drift-after", str(args.drift_after)],
         env=env, stdout=sim_log, stderr=subprocess.STDOUT,
     )
     print(f"[demo] simulated model servers: {args.models} models, {args.rate:,} predictions/s, "
           f"a burst of garbage every 5 s (log: .driftline/simulator.log)", flush=True)
+    if args.drift_after > 0:
+        print(f"[demo] model-0 drifts after {args.drift_after:.0f} s: watch 'recent signals'", flush=True)
     print(f"[demo] worker metrics: http://{s.web_host}:{s.web_port}/metrics", flush=True)
     worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--live", "3"], env=env)
     try:
@@ -171,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--models", type=int, default=3)
         sp.add_argument("--rate", type=int, default=2000, help="predictions per second in all")
         sp.add_argument("--duration", type=float, default=dur, help="seconds; 0 = until Ctrl-C")
+        sp.add_argument("--drift-after", type=float, default=90.0,
+                        help="seconds after which model-0 drifts (inputs and accuracy); 0 = never")
         if name == "simulate":
             sp.add_argument("--garbage-every", type=float, default=0.0,
                             help="send a burst of malformed records every so many seconds")

@@ -2,7 +2,10 @@
 
 Each simulated model has numeric and categorical features, answers with a
 probability, sends the true label for about half its predictions a little
-later, and reports telemetry. ``garbage_every_s`` adds bursts of malformed
+later, and reports telemetry. After ``drift_after_s`` seconds, ``model-0``
+drifts: its ``amount`` feature shifts up, its country mix changes and its
+answers get worse (the labels stop following the score), so the demo shows
+data drift, prediction drift and concept drift signals. ``garbage_every_s`` adds bursts of malformed
 records from a plain Kafka producer, to show the dead-letter path.
 """
 
@@ -18,6 +21,8 @@ from confluent_kafka import Producer
 
 from streams.config import Settings
 
+COUNTRIES = ("fr", "de", "us", "jp")
+DRIFTED_COUNTRIES = ("us", "us", "us", "jp")
 GARBAGE: tuple[bytes, ...] = (
     b'{"schema": "driftline.prediction/v1", "event_id": "x", "model": "fraud"',  # truncated
     b'{"schema": "driftline.prediction/v1", "event_id": "x", "model": "fraud", '
@@ -35,7 +40,7 @@ def _garbage_producer(settings: Settings) -> Producer:
 
 def run_simulation(settings: Settings, models: int = 3, rate_per_s: int = 2000,
                    duration_s: float = 60.0, garbage_every_s: float = 0.0,
-                   seed: int = 7) -> dict[str, Any]:
+                   seed: int = 7, drift_after_s: float = 90.0) -> dict[str, Any]:
     """Send traffic until ``duration_s`` passes (0: forever); return SDK statistics."""
     from streams.sdk import DriftlineClient
 
@@ -61,9 +66,12 @@ def run_simulation(settings: Settings, models: int = 3, rate_per_s: int = 2000,
             due = int((now - start) * rate_per_s) - sent
             for _ in range(max(due, 0)):
                 i = rng.randrange(models)
+                drifted = i == 0 and drift_after_s > 0 and now - start >= drift_after_s
                 x = rng.gauss(0.0, 1.0)
-                features = {"amount": abs(rng.gauss(50, 20)), "age": rng.randint(18, 90),
-                            "score": x, "country": rng.choice(("fr", "de", "us", "jp")),
+                features: dict[str, float | int | str | bool | None] = {
+                    "amount": abs(rng.gauss(80 if drifted else 50, 20)), "age": rng.randint(18, 90),
+                            "score": x,
+                            "country": rng.choice(DRIFTED_COUNTRIES if drifted else COUNTRIES),
                             "is_new": rng.random() < 0.2, "referrer": None}
                 p = 1 / (1 + 2.718281828 ** (-2 * x))
                 status = "error" if rng.random() < 0.01 else "ok"
@@ -71,7 +79,7 @@ def run_simulation(settings: Settings, models: int = 3, rate_per_s: int = 2000,
                                                 latency_ms=rng.lognormvariate(2.5, 0.4),
                                                 status=status)
                 if rng.random() < 0.5:
-                    label = int(rng.random() < p)
+                    label = int(rng.random() < (0.5 if drifted else p))
                     pending_labels.append((now + rng.uniform(0.5, 3.0), i, eid, label))
                 sent += 1
             while pending_labels and pending_labels[0][0] <= now:

@@ -11,6 +11,7 @@ cells, before every offset commit.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -97,6 +98,7 @@ class DetectionStage:
         self.exporter = exporter
         self.clock = clock
         self.engines: dict[int, DetectionEngine] = {}
+        self.recent: deque[dict[str, Any]] = deque(maxlen=12)  # for the live view
         self._pos: RecordPos | None = None
         self._batch_index = 0
 
@@ -163,3 +165,4 @@ class DetectionStage:
         for sig in eng.take_signals():
             self.emit_signal(sig["model"].encode(), orjson.dumps(sig))
             self.exporter.observe_signal(sig)
+            self.recent.append(sig)

@@ -172,7 +172,7 @@ def _wire_live(dl: Driftline, interval_s: float) -> None:
 
     from rich.console import Console, Group
 
-    from streams.app.live import render, render_windows
+    from streams.app.live import render, render_signals, render_windows
 
     console = Console()
     started = time.monotonic()
@@ -182,7 +182,8 @@ def _wire_live(dl: Driftline, interval_s: float) -> None:
         latest = dl.metrics_stage.exporter.collector.latest()
         window = dl.settings.metrics.windows[0].name
         flow_table = render(dl.flow, time.monotonic() - started)
-        console.print(Group(flow_table, render_windows(latest, window)))  # type: ignore[arg-type]
+        signals = render_signals(list(dl.detection_stage.recent))
+        console.print(Group(flow_table, render_windows(latest, window), signals))  # type: ignore[arg-type]
 
     del show
 

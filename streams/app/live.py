@@ -90,3 +90,33 @@ def render_windows(latest: list[tuple[tuple[str, str, str], Mapping[str, Any]]],
                       _fmt(cls.get("accuracy"), ".2f"), _fmt((cls.get("macro") or {}).get("f1"), ".2f"),
                       _fmt(reg.get("rmse"), ",.2f"), str(snap["revision"]))
     return table
+
+
+_SHORT = {"concept_drift": "concept", "data_drift": "data", "prediction_drift": "prediction",
+          "multivariate_drift": "joint", "memory_leak": "leak", "gpu_saturation": "gpu",
+          "page_hinkley": "ph", "chi_squared": "chi2", "mann_whitney": "mw", "domain_classifier": "auc",
+          "half_space_trees": "hst", "theil_sen": "trend"}
+
+
+def render_signals(recent: list[Mapping[str, Any]]) -> object:
+    """The newest signals (drift, anomalies, operational conditions), newest last; fits 80 columns."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="recent signals", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
+    for col in ("time", "signal", "model@version", "subject", "state", "score", "p"):
+        table.add_column(col, justify="right" if col in ("score", "p") else "left", no_wrap=True)
+    for s in recent:
+        when = time.strftime("%H:%M:%S", time.gmtime(s["detected_at_ms"] / 1000))
+        subject = s.get("feature") or ",".join(str(v) for v in (s.get("labels") or {}).values())
+        rank = (s.get("evidence") or {}).get("rank")
+        if rank:
+            subject = f"#{rank} {subject}"
+        kind, det = _SHORT.get(s["kind"], s["kind"]), _SHORT.get(s["detector"], s["detector"])
+        table.add_row(when, f"{kind}/{det}", f"{s['model']}@{s.get('model_version') or '*'}", subject[:16],
+                      "active" if s["active"] else "cleared", _fmt(s["score"], ".3g"),
+                      _fmt(s.get("p_value"), ".0e"))
+    if not recent:
+        table.caption = "none yet (drift tests need a reference: a profile, or a version's first events)"
+    return table

@@ -29,6 +29,12 @@ def on_before_flush(app: Any, hook: Callable[[], None]) -> None:
 
 
 class IdempotentProducer(faust_aiokafka.Producer):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # faust stalls the stream (and logs "producer buffer full") past 100 pending sends; one
+        # commit's coalesced state cells are routinely a few hundred, so allow one flush's worth.
+        self.buffer.max_messages = 2000
+
     def _settings_extra(self) -> Mapping[str, Any]:
         return {"acks": "all", "enable_idempotence": True}
 

@@ -52,6 +52,8 @@ def _finite(x: float | None) -> float | None:
 def _evidence_value(v: Any) -> Any:
     if v is None or isinstance(v, bool):
         return v
+    if isinstance(v, int) and abs(v) < 2**63:
+        return v
     if isinstance(v, int | float):
         return _finite(v)
     if isinstance(v, str):
