@@ -99,8 +99,6 @@ class DetectionStage:
         self.clock = clock
         self.engines: dict[int, DetectionEngine] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=12)  # for the live view
-        self._pos: RecordPos | None = None
-        self._batch_index = 0
 
     def engine(self, partition: int) -> DetectionEngine:
         eng = self.engines.get(partition)
@@ -115,16 +113,9 @@ class DetectionStage:
         for p in partitions:
             self.engines.pop(p, None)
 
-    def _index(self, pos: RecordPos) -> int:
-        if pos != self._pos:
-            self._pos, self._batch_index = pos, 0
-        else:
-            self._batch_index += 1
-        return self._batch_index
-
     def on_predictions(self, batch: PredictionBatch, pos: RecordPos) -> None:
         eng = self.engine(pos.partition)
-        eng.on_predictions(batch, pos.source, pos.offset, self._index(pos), pos.received_ms)
+        eng.on_predictions(batch, pos.source, pos.offset, pos.batch_index, pos.received_ms)
         self._drain(eng)
 
     def on_telemetry(self, events: list[TelemetryV1], pos: RecordPos) -> None:

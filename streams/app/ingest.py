@@ -22,12 +22,18 @@ from streams.observability import PipelineMetrics
 
 @dataclass(frozen=True, slots=True)
 class RecordPos:
-    """Where a record was read: stages key their idempotence on it."""
+    """Where a batch was read: stages key their idempotence on it.
+
+    ``batch_index`` numbers the batches of one record in routing order
+    (predictions, then feedback), so a record holding several batches of one
+    model is still replayed batch by batch exactly once.
+    """
 
     topic: str
     partition: int
     offset: int
     received_ms: int
+    batch_index: int = 0
 
     @property
     def source(self) -> str:
@@ -52,12 +58,17 @@ class Router:
     after_record: list[RecordHandler] = field(default_factory=list)
 
     def route(self, decoded: Decoded, pos: RecordPos) -> None:
+        index = 0
         for pb in decoded.predictions:
+            at = RecordPos(pos.topic, pos.partition, pos.offset, pos.received_ms, index)
+            index += 1
             for ph in self.on_predictions:
-                ph(pb, pos)
+                ph(pb, at)
         for fb in decoded.feedback:
+            at = RecordPos(pos.topic, pos.partition, pos.offset, pos.received_ms, index)
+            index += 1
             for fh in self.on_feedback:
-                fh(fb, pos)
+                fh(fb, at)
         if decoded.telemetry:
             for th in self.on_telemetry:
                 th(decoded.telemetry, pos)

@@ -58,8 +58,6 @@ class MetricsStage:
         self.advance_every_ms = advance_every_ms
         self.engines: dict[int, MetricsEngine] = {}
         self._last_advance_ms: dict[int, int] = {}
-        self._pos: RecordPos | None = None
-        self._batch_index = 0
         # Later stages that want joined labels (detection): a listener per partition's engine.
         self.match_listeners: list[Callable[[int], MatchListener]] = []
 
@@ -78,21 +76,14 @@ class MetricsStage:
             self.engines.pop(p, None)
             self._last_advance_ms.pop(p, None)
 
-    def _index(self, pos: RecordPos) -> int:
-        if pos != self._pos:
-            self._pos, self._batch_index = pos, 0
-        else:
-            self._batch_index += 1
-        return self._batch_index
-
     def on_predictions(self, batch: PredictionBatch, pos: RecordPos) -> None:
         self.engine(pos.partition).on_predictions(
-            batch, pos.source, pos.offset, pos.received_ms, self._index(pos)
+            batch, pos.source, pos.offset, pos.received_ms, pos.batch_index
         )
 
     def on_feedback(self, batch: FeedbackBatch, pos: RecordPos) -> None:
         self.engine(pos.partition).on_feedback(
-            batch, pos.source, pos.offset, pos.received_ms, self._index(pos)
+            batch, pos.source, pos.offset, pos.received_ms, pos.batch_index
         )
 
     def after_record(self, pos: RecordPos) -> None:

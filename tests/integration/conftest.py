@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -131,6 +131,25 @@ def worker(settings: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
         w.wait_ready()
         yield w
     finally:
+        w.stop()
+
+
+@pytest.fixture()
+def config_workers(settings: Settings, tmp_path: Path) -> Iterator[Callable[[str], WorkerProcess]]:
+    """Start workers with a YAML config (``tmp_path/driftline.yaml``; logs ``worker<N>.log``)."""
+    workers: list[WorkerProcess] = []
+
+    def start(config: str) -> WorkerProcess:
+        cfg = tmp_path / "driftline.yaml"
+        cfg.write_text(config)
+        w = WorkerProcess(settings, tmp_path / f"worker{len(workers)}.log",
+                          extra_env={"DRIFTLINE_CONFIG": str(cfg)})
+        workers.append(w)
+        w.wait_ready()
+        return w
+
+    yield start
+    for w in workers:
         w.stop()
 
 

@@ -24,7 +24,7 @@ from confluent_kafka import Consumer
 from streams.app.profiles import profile_key
 from streams.config import Settings, load_settings
 from streams.profile_cli import build_profile, publish
-from tests.integration.conftest import WorkerProcess, metric_value, producer
+from tests.integration.conftest import metric_value, producer
 from tests.integration.test_ingest import wait_metric
 from tests.integration.test_metrics import assert_same
 
@@ -152,22 +152,8 @@ def publish_profile(s: Settings, tmp_path: Path) -> None:
 
 
 @pytest.fixture()
-def detection_worker(settings: Settings, tmp_path: Path) -> Any:
-    cfg = tmp_path / "driftline.yaml"
-    cfg.write_text(CONFIG)
-    workers: list[WorkerProcess] = []
-
-    def start() -> WorkerProcess:
-        w = WorkerProcess(
-            settings, tmp_path / f"worker{len(workers)}.log", extra_env={"DRIFTLINE_CONFIG": str(cfg)}
-        )
-        workers.append(w)
-        w.wait_ready()
-        return w
-
-    yield start
-    for w in workers:
-        w.stop()
+def detection_worker(config_workers: Any) -> Any:
+    return lambda: config_workers(CONFIG)
 
 
 def by_kind(sigs: list[dict[str, Any]], kind: str, **match: Any) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from streams.config import Settings
-from tests.integration.conftest import WorkerProcess, metric_value, producer
+from tests.integration.conftest import metric_value, producer
 from tests.integration.test_ingest import wait_metric
 from tests.integration.traffic import (
     CONFIG,
@@ -108,22 +107,8 @@ def check_window(snap: dict[str, Any], want: dict[str, Any]) -> None:
 
 
 @pytest.fixture()
-def metrics_worker(settings: Settings, tmp_path: Path) -> Any:
-    cfg = tmp_path / "driftline.yaml"
-    cfg.write_text(CONFIG.format(idle="10s"))
-    workers: list[WorkerProcess] = []
-
-    def start() -> WorkerProcess:
-        w = WorkerProcess(
-            settings, tmp_path / f"worker{len(workers)}.log", extra_env={"DRIFTLINE_CONFIG": str(cfg)}
-        )
-        workers.append(w)
-        w.wait_ready()
-        return w
-
-    yield start
-    for w in workers:
-        w.stop()
+def metrics_worker(config_workers: Any) -> Any:
+    return lambda: config_workers(CONFIG.format(idle="10s"))
 
 
 def test_windows_match_offline_truth_and_a_late_label_revises_its_windows(
