@@ -1,10 +1,14 @@
 """Half-Space Trees: Driftline's batch detector against river's per-row one, on river's Shuttle data.
 
     .venv/bin/python loadtest/bench_anomaly.py [--quick] [--rows N] [--river-seeds K] [--batch 500]
+                                               [--height H]
 
 Data: ``river.datasets.Shuttle()`` (49,097 rows, 9 numeric features, label 1 =
 anomaly, ~7 %), streamed in its order. Both detectors score each row, then learn
-it (prequential), with the paper's settings: 25 trees, height 15, window 250.
+it (prequential), with the paper's settings (25 trees, window 250) and river's
+default height 15 for river; Driftline's scorer runs at ``--height`` (default:
+the worker's ``AnomalyConfig().height``, 10) and, in the full run, also at 15,
+to show that the worker's shallower trees lose nothing against river's.
 
 * river: ``compose.Pipeline(preprocessing.MinMaxScaler(),
   anomaly.HalfSpaceTrees(seed=s, n_trees=25, height=15, window_size=250))``,
@@ -13,15 +17,16 @@ it (prequential), with the paper's settings: 25 trees, height 15, window 250.
   min/max scaler (the same scaling as river's), ``score_learn_many`` per batch;
 * driftline, limits: the same with fixed limits, the min/max of the first 1,000
   rows standing in for a reference profile;
-* parity: driftline run on the very trees river built (copied into its arrays),
-  whose scores must equal river's bit for bit.
+* parity: driftline run on the very trees river built (copied into its arrays,
+  so at river's height 15), whose scores must equal river's bit for bit.
 
 ROC AUC is exact (rank statistic, ties averaged, ``scipy.stats.rankdata``), the
 same function for every detector; rows of the first window score 0 in both.
 events/s count the streaming loop only; building the trees is reported apart
 (river builds them inside its first ``learn_one``). river costs a few ms per
 row, so the full run uses ``--river-seeds`` (default 3) river seeds and 5
-driftline seeds; ``--quick`` uses the first 10,000 rows and one seed of each.
+driftline seeds; ``--quick`` uses the first 10,000 rows, one seed of each and
+Driftline at ``--height`` only.
 Results go to ``.driftline/bench/anomaly.json``; a markdown table is printed.
 """
 
@@ -44,8 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadtest.common import machine, save
 from streams.core.anomaly.hst import HalfSpaceTrees
+from streams.core.detection.config import AnomalyConfig
 
+#: river's settings (its defaults, and the paper's); ``HEIGHT`` is river's, the trees it builds.
 N_TREES, HEIGHT, WINDOW = 25, 15, 250
+#: The height the worker gives Driftline's scorer (``detection.anomaly.height``).
+WORKER_HEIGHT = AnomalyConfig().height
 SEEDS = [42, 43, 44, 45, 46]
 REFERENCE_ROWS = 1000
 
@@ -116,12 +125,17 @@ def stream(model: HalfSpaceTrees, X: np.ndarray, batch: int) -> tuple[np.ndarray
 
 
 def run_driftline(
-    features: list[str], X: np.ndarray, seed: int, batch: int, limits: dict[str, tuple[float, float]] | None
+    features: list[str],
+    X: np.ndarray,
+    seed: int,
+    batch: int,
+    limits: dict[str, tuple[float, float]] | None,
+    height: int = WORKER_HEIGHT,
 ) -> tuple[np.ndarray, float, float]:
     """(scores, build seconds, events/s)."""
     t0 = time.perf_counter()
     model = HalfSpaceTrees(
-        features, n_trees=N_TREES, height=HEIGHT, window_size=WINDOW, limits=limits, seed=seed
+        features, n_trees=N_TREES, height=height, window_size=WINDOW, limits=limits, seed=seed
     )
     build = time.perf_counter() - t0
     scores, rate = stream(model, X, batch)
@@ -146,12 +160,19 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=None, help="use only the first N rows")
     ap.add_argument("--river-seeds", type=int, default=None, help="river seeds to run (default 3; quick 1)")
     ap.add_argument("--batch", type=int, default=500, help="rows per score_learn_many call")
+    ap.add_argument(
+        "--height",
+        type=int,
+        default=WORKER_HEIGHT,
+        help=f"height of Driftline's trees (default {WORKER_HEIGHT}, the worker's; full runs add {HEIGHT})",
+    )
     args = ap.parse_args()
 
     rows = args.rows if args.rows is not None else (10_000 if args.quick else None)
     river_n = args.river_seeds if args.river_seeds is not None else (1 if args.quick else 3)
     drift_seeds = SEEDS[:1] if args.quick else SEEDS
     river_seeds = SEEDS[:river_n]
+    heights = [args.height] if args.quick or args.height == HEIGHT else [args.height, HEIGHT]
 
     features, dicts, X, y = load(rows)
     ref = X[:REFERENCE_ROWS]
@@ -177,6 +198,8 @@ def main() -> None:
         "params": {
             "n_trees": N_TREES,
             "height": HEIGHT,
+            "driftline_heights": heights,
+            "worker_height": WORKER_HEIGHT,
             "window_size": WINDOW,
             "batch": args.batch,
             "reference_rows_for_limits": REFERENCE_ROWS,
@@ -185,15 +208,21 @@ def main() -> None:
     }
 
     variants: dict[str, dict[str, tuple[float, float]] | None] = {"running": None, "limits": limits}
-    for name, lim in variants.items():
-        aucs, rates, builds = [], [], []
-        for seed in drift_seeds:
-            scores, build, rate = run_driftline(features, X, seed, args.batch, lim)
-            aucs.append(roc_auc(y, scores))
-            rates.append(rate)
-            builds.append(build)
-            print(f"driftline {name:8s} seed {seed}: AUC {aucs[-1]:.4f}, {rate:,.0f} events/s", flush=True)
-        results[f"driftline_{name}"] = summary(aucs, rates, builds, drift_seeds)
+    for height in heights:
+        for name, lim in variants.items():
+            aucs, rates, builds = [], [], []
+            for seed in drift_seeds:
+                scores, build, rate = run_driftline(features, X, seed, args.batch, lim, height)
+                aucs.append(roc_auc(y, scores))
+                rates.append(rate)
+                builds.append(build)
+                print(
+                    f"driftline h{height} {name:8s} seed {seed}: AUC {aucs[-1]:.4f}, {rate:,.0f} events/s",
+                    flush=True,
+                )
+            # ``driftline_<variant>`` is the --height run (the worker's height by default)
+            key = f"driftline_{name}" if height == args.height else f"driftline_h{height}_{name}"
+            results[key] = {"height": height, **summary(aucs, rates, builds, drift_seeds)}
 
     aucs, rates, builds, parity = [], [], [], []
     for seed in river_seeds:
@@ -235,21 +264,27 @@ def main() -> None:
 
     print()
     print(
-        f"Shuttle, first {len(X):,} rows, {N_TREES} trees, height {HEIGHT}, window {WINDOW}, "
-        f"batches of {args.batch}:"
+        f"Shuttle, first {len(X):,} rows, {N_TREES} trees, window {WINDOW}, batches of {args.batch}; "
+        f"river at height {HEIGHT}, driftline at {' and '.join(map(str, heights))} "
+        f"(the worker's: {WORKER_HEIGHT}):"
     )
     print()
     print("| detector | seeds | ROC AUC mean ± sd (min..max) | events/s | tree build s |")
     print("|---|---|---|---:|---:|")
-    print(row("river Pipeline(MinMaxScaler, HalfSpaceTrees), per row", results["river"]))
-    print(row("driftline HalfSpaceTrees, running min/max", results["driftline_running"]))
-    print(
-        row(f"driftline HalfSpaceTrees, limits from first {REFERENCE_ROWS} rows", results["driftline_limits"])
-    )
+    print(row(f"river Pipeline(MinMaxScaler, HalfSpaceTrees), height {HEIGHT}, per row", results["river"]))
+    for height in heights:
+        prefix = "driftline_" if height == args.height else f"driftline_h{height}_"
+        print(row(f"driftline HalfSpaceTrees, height {height}, running min/max", results[prefix + "running"]))
+        print(
+            row(
+                f"driftline HalfSpaceTrees, height {height}, limits from first {REFERENCE_ROWS} rows",
+                results[prefix + "limits"],
+            )
+        )
     print()
     same = all(p["identical"] for p in parity)
     print(
-        f"speed-up (running vs river): {results['speedup_running_vs_river']:,.0f}x; "
+        f"speed-up (running, height {args.height}, vs river): {results['speedup_running_vs_river']:,.0f}x; "
         f"driftline on river's own trees gives river's scores bit for bit: {same}"
     )
     print(f"wrote {path}")

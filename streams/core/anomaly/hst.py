@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streams.core.anomaly.scaler import FloatArray, MinMaxScaler, _check_features
+from streams.core.anomaly.scaler import FloatArray, MinMaxScaler, _check_features, _check_state
 
 __all__ = ["MAX_HEIGHT", "HalfSpaceTrees"]
 
@@ -480,18 +480,7 @@ class HalfSpaceTrees:
             missing or extra keys, masses that do not add up to the window
             counts, trees that regenerate differently), naming the field.
         """
-        if not isinstance(state, Mapping):
-            raise ValueError(f"hst state must be a JSON object, got {type(state).__name__}")
-        keys = set(state)
-        if keys != _STATE_KEYS:
-            raise ValueError(
-                f"hst state keys mismatch: missing {sorted(_STATE_KEYS - keys)}, "
-                f"unexpected {sorted(map(str, keys - _STATE_KEYS))}"
-            )
-        if state["v"] != 1 or isinstance(state["v"], bool):
-            raise ValueError(f"hst state 'v' must be 1, got {state['v']!r}")
-        if state["kind"] != "hst":
-            raise ValueError(f"hst state 'kind' must be 'hst', got {state['kind']!r}")
+        state = _check_state(state, _STATE_KEYS, "hst", "hst state")
         for key in ("n_trees", "height", "window_size", "seed"):
             if type(state[key]) is not int:
                 raise ValueError(f"hst state {key!r} must be an int, got {state[key]!r}")

@@ -94,6 +94,26 @@ def _check_limits(limits: Any, features: tuple[str, ...]) -> dict[str, tuple[flo
     return out
 
 
+def _check_state(state: Any, keys: frozenset[str], kind: str, what: str) -> Mapping[str, Any]:
+    """Check the envelope of a state (a mapping with exactly ``keys``, ``v`` 1, ``kind``); return it.
+
+    ``what`` starts every error message, e.g. ``"hst state"``.
+    """
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{what} must be a JSON object, got {type(state).__name__}")
+    present = set(state)
+    if present != keys:
+        raise ValueError(
+            f"{what} keys mismatch: missing {sorted(keys - present)}, "
+            f"unexpected {sorted(map(str, present - keys))}"
+        )
+    if state["v"] != 1 or isinstance(state["v"], bool):
+        raise ValueError(f"{what} 'v' must be 1, got {state['v']!r}")
+    if state["kind"] != kind:
+        raise ValueError(f"{what} 'kind' must be {kind!r}, got {state['kind']!r}")
+    return state
+
+
 def _check_matrix(X: Any, n_features: int, name: str = "X") -> FloatArray:
     """``X`` as a C-contiguous float64 ``(n, n_features)`` array of finite values."""
     arr = np.asarray(X)
@@ -253,18 +273,7 @@ class MinMaxScaler:
         ValueError
             On any malformed or inconsistent state, naming the offending field.
         """
-        if not isinstance(state, Mapping):
-            raise ValueError(f"scaler state must be a JSON object, got {type(state).__name__}")
-        keys = set(state)
-        if keys != _STATE_KEYS:
-            raise ValueError(
-                f"scaler state keys mismatch: missing {sorted(_STATE_KEYS - keys)}, "
-                f"unexpected {sorted(map(str, keys - _STATE_KEYS))}"
-            )
-        if state["v"] != 1 or isinstance(state["v"], bool):
-            raise ValueError(f"scaler state 'v' must be 1, got {state['v']!r}")
-        if state["kind"] != "minmax":
-            raise ValueError(f"scaler state 'kind' must be 'minmax', got {state['kind']!r}")
+        state = _check_state(state, _STATE_KEYS, "minmax", "scaler state")
         scaler = cls(state["features"], state["limits"])
         n_seen = state["n_seen"]
         if type(n_seen) is not int or n_seen < 0:

@@ -9,8 +9,10 @@ Two complementary views, both against the same reference:
   size, so a huge window does not alarm on a trivial difference. A window
   closes when it has ``window_events`` events *and* spans ``window_ms`` of
   event time: tests stay powered at low traffic and signals stay few at high
-  traffic. Every ``domain_every_windows`` windows a domain classifier tells
-  reference rows from current rows; its AUC is the multivariate drift score.
+  traffic (``max_window_events`` caps a window when event time crawls, as in a
+  replay). At most every ``domain_every_ms`` of event time a window keeps a
+  row sample and a domain classifier tells reference rows from current rows;
+  its AUC is the multivariate drift score.
 * **Sequential detectors.** Per numeric feature, Page-Hinkley on the
   standardized mean and spread of consecutive chunks of ``chunk_events``
   events: a change *within* production, found within a few chunks rather
@@ -53,6 +55,7 @@ def rows_seed(source: str, offset: int, batch_index: int) -> int:
     return int.from_bytes(digest, "little") >> 11
 
 
+SAMPLE_ROWS = 256  # current rows kept for the domain classifier (against the profile's 500)
 CHUNK_WARMUP = 32  # chunks whose statistics calibrate the detectors' scale
 
 
@@ -106,6 +109,7 @@ class DataMonitor:
         self.windows = 0
         self.drifted: set[str] = set()
         self.multivariate = False
+        self.last_domain_ms: int | None = None
         self.seq: dict[str, list[SequentialDetector]] = {}
         self.chunk: dict[str, list[float]] = {}  # feature -> [n, sum of z, sum of z^2] of the open chunk
         self.chunk_events = 0
@@ -135,17 +139,31 @@ class DataMonitor:
         if self.profile is None:
             self._warm_up(batch, preds, out)
             return out
+        if self.hist is None:
+            self._open_window(int(batch.event_time_ms.min()))
         assert self.hist is not None
-        if self.hist.n == 0:
-            self.window_start_ms = int(batch.event_time_ms.min())
         before = self._moments()
         self.hist.add(batch.features, preds, rows_seed(*pos))
         if self.cfg.sequential:
             self._chunks(before, len(batch), batch, pos, out)
         span_ms = int(batch.event_time_ms.max()) - self.window_start_ms
-        if self.hist.n >= self.cfg.window_events and span_ms >= self.cfg.window_ms:
+        n = self.hist.n
+        if (n >= self.cfg.window_events and span_ms >= self.cfg.window_ms) or n >= self.cfg.max_window_events:
             self._close_window(int(batch.event_time_ms.max()), pos, out)
         return out
+
+    def _open_window(self, start_ms: int) -> None:
+        """Start a window; it keeps a row sample only if the domain classifier is due at its close.
+
+        The row sample costs more than the bins (values are copied per row), and
+        the classifier runs at most every ``domain_every_ms`` of event time.
+        """
+        assert self.profile is not None
+        self.window_start_ms = start_ms
+        due = bool(self.cfg.domain_every_ms and self.profile.sample) and (
+            self.last_domain_ms is None or start_ms - self.last_domain_ms >= self.cfg.domain_every_ms
+        )
+        self.hist = WindowHistogram(self.profile, sample_rows=SAMPLE_ROWS if due else 0)
 
     @staticmethod
     def _predictions(batch: PredictionBatch) -> list[Any] | None:
@@ -166,7 +184,7 @@ class DataMonitor:
             out.signals.append(self._cleared(feature, at, pos, "profile_replaced"))
         self.drifted.clear()
         self.profile_id, self.profile = found
-        self.hist = WindowHistogram(self.profile)
+        self.hist = None
         self.seq.clear()
         self.chunk.clear()
         self.chunk_events = 0
@@ -190,7 +208,7 @@ class DataMonitor:
             self.own_profile = prof
             self.warm, self.warm_cells, self.warm_events = None, 0, 0
             self.profile_id, self.profile = prof.fingerprint, prof
-            self.hist = WindowHistogram(prof)
+            self.hist = None
 
     # -- sequential detectors on chunks ------------------------------------------------------
 
@@ -275,8 +293,8 @@ class DataMonitor:
         report = evaluate(self.profile, self.hist, self.drift_cfg)
         self.windows += 1
         out.signals.extend(self._report_signals(report, end_ms, pos))
-        every = self.cfg.domain_every_windows
-        if every and self.windows % every == 0 and self.profile.sample:
+        if self.hist.sample_rows and self.profile.sample:
+            self.last_domain_ms = self.window_start_ms
             res = domain_auc(self.profile.sample, self.hist.sample(), seed=self.windows)
             drifted = res.auc >= self.cfg.domain_min_auc
             if drifted or self.multivariate:
@@ -302,7 +320,7 @@ class DataMonitor:
                     )
                 )
             self.multivariate = drifted
-        self.hist = WindowHistogram(self.profile)
+        self.hist = None  # the next window opens with its first batch
 
     def _report_signals(self, report: DriftReport, end_ms: int, pos: tuple[Any, ...]) -> list[dict[str, Any]]:
         ranked = [f for f in report.features if f.drifted]
@@ -376,6 +394,7 @@ class DataMonitor:
             "windows": self.windows,
             "drifted": sorted(self.drifted),
             "multivariate": self.multivariate,
+            "last_domain_ms": self.last_domain_ms,
             "seq": {k: [d.to_state() for d in v] for k, v in self.seq.items()},
             "chunk": self.chunk,
             "chunk_events": self.chunk_events,
@@ -415,6 +434,7 @@ class DataMonitor:
             m.profile_id = None  # the reference is gone: start over against whatever is current
         m.window_start_ms, m.windows = int(raw["window_start_ms"]), int(raw["windows"])
         m.drifted, m.multivariate = set(raw["drifted"]), bool(raw["multivariate"])
+        m.last_domain_ms = None if raw["last_domain_ms"] is None else int(raw["last_domain_ms"])
         if m.profile is not None:
             m.seq = {str(k): [restore(s) for s in v] for k, v in raw["seq"].items()}
             m.chunk = {str(k): [float(x) for x in v] for k, v in raw["chunk"].items()}

@@ -182,7 +182,7 @@ class DetectionEngine:
                     warm.setdefault((rest[0], rest[1]), {})[int(rest[2])] = raw
                 else:
                     mine.append((kind, rest, raw))
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, OverflowError):
                 continue
         n = len(own) + sum(map(len, warm.values()))
         for kind, rest, raw in mine:
@@ -202,7 +202,7 @@ class DetectionEngine:
                 else:
                     self._restore_one(kind, rest, raw)
                 n += 1
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, OverflowError):
                 continue
         return n
 

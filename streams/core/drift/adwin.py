@@ -48,6 +48,7 @@ from streams.core.drift.base import (
     check_envelope,
     param_float,
     param_int,
+    restore_params,
     state_int,
     state_str,
 )
@@ -277,13 +278,7 @@ class Adwin:
         version = state_str(s, "river", _KIND)
         if version != RIVER_VERSION:
             raise ValueError(f"adwin state: written by river {version}, this is river {RIVER_VERSION}")
-        params = s.get("params")
-        if not isinstance(params, Mapping) or set(params) != set(_PARAMS):
-            raise ValueError(f"adwin state: params must be a mapping with keys {list(_PARAMS)}")
-        try:
-            det = cls(**params)
-        except ValueError as exc:
-            raise ValueError(f"adwin state: params: {exc}") from None
+        det = restore_params(cls, s, _KIND, _PARAMS)
         det._n_seen = state_int(s, "n_seen", _KIND)
         det._n_detections = state_int(s, "n_detections", _KIND)
         if det._n_detections > det._n_seen:

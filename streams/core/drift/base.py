@@ -19,9 +19,9 @@ kind (``"adwin state: ..."``): the caller decides to start that detector afresh.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,7 @@ __all__ = [
     "check_envelope",
     "param_float",
     "param_int",
+    "restore_params",
     "state_bool",
     "state_float",
     "state_int",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
+T = TypeVar("T")
 
 #: Version of the JSON envelope written by ``to_state``; bumped when its layout changes.
 STATE_VERSION = 1
@@ -148,6 +150,21 @@ def check_envelope(state: Any, kind: str) -> Mapping[str, Any]:
     if state.get("kind") != kind:
         raise ValueError(f"{kind} state: kind is {state.get('kind')!r}, expected {kind!r}")
     return state
+
+
+def restore_params(cls: Callable[..., T], state: Mapping[str, Any], kind: str, names: tuple[str, ...]) -> T:
+    """``cls(**state["params"])``, where the params must hold exactly ``names``.
+
+    Errors start with ``"{kind} state: "``, the constructor's own ``ValueError``
+    included, so that a caller restoring from a changelog sees which state was bad.
+    """
+    params = state.get("params")
+    if not isinstance(params, Mapping) or set(params) != set(names):
+        raise ValueError(f"{kind} state: params must be a mapping with keys {list(names)}")
+    try:
+        return cls(**params)
+    except ValueError as exc:
+        raise ValueError(f"{kind} state: params: {exc}") from None
 
 
 def state_int(state: Mapping[str, Any], key: str, kind: str, minimum: int = 0) -> int:

@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streams.core.batches import top_class
+from streams.core.drift._json import as_count, as_finite, as_label, as_object, exact_keys
 from streams.core.drift.profile import (
     PREDICTION,
     CategoricalProfile,
@@ -208,12 +209,12 @@ class _Num:
         }
 
     def load(self, st: Mapping[str, Any], where: str) -> None:
-        _exact(st, _NUM_KEYS, where)
+        exact_keys(st, _NUM_KEYS, where)
         self.counts = np.asarray(_ints(st["counts"], len(self.counts), f"{where}.counts"), dtype=np.int64)
-        self.missing = _int(st["missing"], f"{where}.missing")
-        self.invalid = _int(st["invalid"], f"{where}.invalid")
-        self.sum = _float(st["sum"], f"{where}.sum")
-        self.sumsq = _float(st["sumsq"], f"{where}.sumsq")
+        self.missing = as_count(st["missing"], f"{where}.missing")
+        self.invalid = as_count(st["invalid"], f"{where}.invalid")
+        self.sum = as_finite(st["sum"], f"{where}.sum")
+        self.sumsq = as_finite(st["sumsq"], f"{where}.sumsq")
         if self.sumsq < 0:
             raise ValueError(f"{where}.sumsq: must be >= 0, got {self.sumsq!r}")
 
@@ -289,14 +290,14 @@ class _Cat:
         }
 
     def load(self, st: Mapping[str, Any], where: str) -> None:
-        _exact(st, _CAT_KEYS, where)
+        exact_keys(st, _CAT_KEYS, where)
         self.counts = _ints(st["counts"], len(self.counts), f"{where}.counts")
-        self.missing = _int(st["missing"], f"{where}.missing")
+        self.missing = as_count(st["missing"], f"{where}.missing")
         new = st["new"]
         if not isinstance(new, Mapping) or len(new) > NEW_CATEGORIES_CAP:
             raise ValueError(f"{where}.new: must be an object of at most {NEW_CATEGORIES_CAP} counts")
-        self.new = {_key(k, f"{where}.new"): _int(v, f"{where}.new[{k!r}]") for k, v in new.items()}
-        self.new_err = _int(st["new_err"], f"{where}.new_err")
+        self.new = {as_label(k, f"{where}.new"): as_count(v, f"{where}.new[{k!r}]") for k, v in new.items()}
+        self.new_err = as_count(st["new_err"], f"{where}.new_err")
 
 
 def _tracker(fp: FeatureProfile) -> _Num | _Cat:
@@ -345,10 +346,8 @@ class WindowHistogram:
     def __init__(self, profile: ReferenceProfile, sample_rows: int = 256) -> None:
         if not isinstance(profile, ReferenceProfile):
             raise ValueError(f"profile: must be a ReferenceProfile, got {type(profile).__name__}")
-        if isinstance(sample_rows, bool) or not isinstance(sample_rows, int) or sample_rows < 0:
-            raise ValueError(f"sample_rows: must be an int >= 0, got {sample_rows!r}")
         self.profile = profile
-        self.sample_rows = sample_rows
+        self.sample_rows = as_count(sample_rows, "sample_rows")
         self._n = 0
         self._untracked = 0
         self._features: dict[str, _Num | _Cat] = {k: _tracker(fp) for k, fp in profile.features.items()}
@@ -510,14 +509,14 @@ class WindowHistogram:
         if state.get("v") != STATE_VERSION or state.get("kind") != STATE_KIND:
             got = f"{state.get('v')!r}/{state.get('kind')!r}"
             raise ValueError(f"{w}.v/kind: expected {STATE_VERSION}/{STATE_KIND!r}, got {got}")
-        _exact(state, _STATE_KEYS, w)
+        exact_keys(state, _STATE_KEYS, w)
         if state["profile"] != profile.fingerprint:
             raise ValueError(
                 f"{w}.profile: written against profile {state['profile']!r}, not {profile.fingerprint!r}"
             )
-        win = cls(profile, _int(state["sample_rows"], f"{w}.sample_rows"))
-        win._n = _int(state["n"], f"{w}.n")
-        win._untracked = _int(state["untracked"], f"{w}.untracked")
+        win = cls(profile, as_count(state["sample_rows"], f"{w}.sample_rows"))
+        win._n = as_count(state["n"], f"{w}.n")
+        win._untracked = as_count(state["untracked"], f"{w}.untracked")
         feats = state["features"]
         expected = set(win._features) | ({PREDICTION} if win._pred is not None else set())
         if not isinstance(feats, Mapping) or set(feats) != expected:
@@ -527,20 +526,20 @@ class WindowHistogram:
             trackers[PREDICTION] = win._pred
         for name, tr in trackers.items():
             where = f"{w}.features[{name!r}]"
-            tr.load(_mapping(feats[name], where), where)
+            tr.load(as_object(feats[name], where), where)
         win._load_sample(state["sample"], f"{w}.sample")
         return win
 
     def _load_sample(self, doc: Any, where: str) -> None:
-        doc = _mapping(doc, where)
-        _exact(doc, frozenset({"keys", "columns"}), where)
+        doc = as_object(doc, where)
+        exact_keys(doc, frozenset({"keys", "columns"}), where)
         keys = doc["keys"]
         if not isinstance(keys, list) or len(keys) > self.sample_rows:
             raise ValueError(f"{where}.keys: must be a list of at most sample_rows ({self.sample_rows}) keys")
-        keys = [_int(k, f"{where}.keys[{i}]") for i, k in enumerate(keys)]
+        keys = [as_count(k, f"{where}.keys[{i}]") for i, k in enumerate(keys)]
         if any(k >= 2**_KEY_BITS for k in keys) or keys != sorted(keys):
             raise ValueError(f"{where}.keys: must be sorted {_KEY_BITS}-bit keys")
-        cols = _mapping(doc["columns"], f"{where}.columns")
+        cols = as_object(doc["columns"], f"{where}.columns")
         if set(cols) != set(self._features):
             raise ValueError(f"{where}.columns: must hold exactly the profile's features")
         out: dict[str, list[float | str | None]] = {}
@@ -550,9 +549,9 @@ class WindowHistogram:
             if not isinstance(col, list) or len(col) != len(keys):
                 raise ValueError(f"{f}: must be a list of {len(keys)} values")
             if isinstance(tr, _Num):
-                out[name] = [None if v is None else _float(v, f) for v in col]
+                out[name] = [None if v is None else as_finite(v, f) for v in col]
             else:
-                out[name] = [None if v is None else _key(v, f) for v in col]
+                out[name] = [None if v is None else as_label(v, f) for v in col]
         self._s_keys = keys
         self._s_cols = out
         if self.sample_rows and len(keys) == self.sample_rows:
@@ -562,40 +561,7 @@ class WindowHistogram:
 # -- strict state decoding -------------------------------------------------------------------
 
 
-def _exact(doc: Mapping[str, Any], keys: frozenset[str], where: str) -> None:
-    extra = sorted(set(doc) - keys)
-    if extra:
-        raise ValueError(f"{where}.{extra[0]}: unknown field")
-    absent = sorted(keys - set(doc))
-    if absent:
-        raise ValueError(f"{where}.{absent[0]}: missing field")
-
-
-def _mapping(v: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(v, Mapping):
-        raise ValueError(f"{where}: must be an object, got {type(v).__name__}")
-    return v
-
-
-def _int(v: Any, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"{where}: must be an int >= 0, got {v!r}")
-    return v
-
-
 def _ints(v: Any, n: int, where: str) -> list[int]:
     if not isinstance(v, list) or len(v) != n:
         raise ValueError(f"{where}: must be a list of {n} ints (the profile's bins)")
-    return [_int(x, f"{where}[{i}]") for i, x in enumerate(v)]
-
-
-def _float(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise ValueError(f"{where}: must be a finite number, got {v!r}")
-    return float(v)
-
-
-def _key(v: Any, where: str) -> str:
-    if not isinstance(v, str):
-        raise ValueError(f"{where}: labels must be strings, got {v!r}")
-    return v
+    return [as_count(x, f"{where}[{i}]") for i, x in enumerate(v)]

@@ -52,6 +52,7 @@ from streams.core.drift.base import (
     check_envelope,
     param_float,
     param_int,
+    restore_params,
     state_float,
     state_int,
 )
@@ -269,13 +270,7 @@ class PageHinkley:
     def from_state(cls, state: Mapping[str, Any]) -> Self:
         """Rebuild from ``to_state``; ``ValueError("page_hinkley state: ...")`` when malformed."""
         s = check_envelope(state, _KIND)
-        params = s.get("params")
-        if not isinstance(params, Mapping) or set(params) != set(_PARAMS):
-            raise ValueError(f"page_hinkley state: params must be a mapping with keys {list(_PARAMS)}")
-        try:
-            det = cls(**params)
-        except ValueError as exc:
-            raise ValueError(f"page_hinkley state: params: {exc}") from None
+        det = restore_params(cls, s, _KIND, _PARAMS)
         det._n_seen = state_int(s, "n_seen", _KIND)
         det._n_detections = state_int(s, "n_detections", _KIND)
         det._n = state_int(s, "n", _KIND)

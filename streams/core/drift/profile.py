@@ -59,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streams.core.batches import top_class
+from streams.core.drift._json import as_count, as_finite, as_int, as_label, as_object, as_str, exact_keys
 
 __all__ = [
     "PREDICTION",
@@ -258,11 +259,6 @@ def _check_proportions(values: Sequence[float], field: str) -> None:
         raise ValueError(f"{field}: must sum to 1, got {total!r}")
 
 
-def _check_count(v: Any, field: str) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"{field}: must be an int >= 0, got {v!r}")
-
-
 def _check_rate(v: Any, field: str) -> None:
     if not (isinstance(v, float) and 0.0 <= v <= 1.0):
         raise ValueError(f"{field}: must be a float in [0, 1], got {v!r}")
@@ -322,7 +318,7 @@ class NumericProfile:
         if not isinstance(self.proportions, tuple) or len(self.proportions) != len(e) + 1:
             raise ValueError(f"proportions: must be a tuple of len(edges) + 1 = {len(e) + 1} floats")
         _check_proportions(self.proportions, "proportions")
-        _check_count(self.count, "count")
+        as_count(self.count, "count")
         _check_rate(self.missing_rate, "missing_rate")
         for name in ("mean", "std", "min", "max"):
             v = getattr(self, name)
@@ -383,8 +379,7 @@ class CategoricalProfile:
         if not isinstance(self.categories, dict):
             raise ValueError("categories: must be a dict of label -> proportion")
         for k in self.categories:
-            if not isinstance(k, str):
-                raise ValueError(f"categories: labels must be strings, got {k!r}")
+            as_label(k, "categories")
         fields = [(f"categories[{k!r}]", v) for k, v in self.categories.items()] + [("other", self.other)]
         for field, v in fields:
             if not (isinstance(v, float) and math.isfinite(v) and v >= 0.0):
@@ -392,7 +387,7 @@ class CategoricalProfile:
         total = math.fsum(v for _, v in fields)
         if abs(total - 1.0) > _TOL_SUM:
             raise ValueError(f"categories: must sum to 1, got {total!r}")
-        _check_count(self.count, "count")
+        as_count(self.count, "count")
         _check_rate(self.missing_rate, "missing_rate")
 
     @property
@@ -469,11 +464,10 @@ class ReferenceProfile:
             raise ValueError(f"model: must be a non-empty string, got {self.model!r}")
         if self.model_version is not None and not isinstance(self.model_version, str):
             raise ValueError(f"model_version: must be a string or null, got {self.model_version!r}")
-        if isinstance(self.created_ms, bool) or not isinstance(self.created_ms, int) or self.created_ms < 0:
-            raise ValueError(f"created_ms: must be an int >= 0, got {self.created_ms!r}")
+        as_count(self.created_ms, "created_ms")
         if not isinstance(self.source, str):
             raise ValueError(f"source: must be a string, got {self.source!r}")
-        _check_count(self.n_events, "n_events")
+        as_count(self.n_events, "n_events")
         if not isinstance(self.features, dict):
             raise ValueError("features: must be a dict of name -> profile")
         for name, fp in self.features.items():
@@ -543,12 +537,12 @@ class ReferenceProfile:
             raise ValueError("profile: must be a JSON object")
         if doc.get("schema") != SCHEMA:
             raise ValueError(f"schema: unsupported {doc.get('schema')!r}, expected {SCHEMA!r}")
-        _exact_keys(doc, _PROFILE_KEYS, "profile")
-        features_doc = _obj(doc["features"], "features")
+        exact_keys(doc, _PROFILE_KEYS, "profile")
+        features_doc = as_object(doc["features"], "features")
         features = {name: _parse_feature(fd, f"features[{name!r}]") for name, fd in features_doc.items()}
         pred_doc = doc["prediction"]
         prediction = None if pred_doc is None else _parse_feature(pred_doc, "prediction")
-        sample_doc = _obj(doc["sample"], "sample")
+        sample_doc = as_object(doc["sample"], "sample")
         sample: dict[str, list[float | str | None]] = {}
         for name, col in sample_doc.items():
             if not isinstance(col, list):
@@ -557,11 +551,11 @@ class ReferenceProfile:
             sample[name] = [float(v) if type(v) is int else v for v in col]
         version = doc["model_version"]
         return cls(
-            model=_str(doc["model"], "model"),
-            model_version=None if version is None else _str(version, "model_version"),
-            created_ms=_int(doc["created_ms"], "created_ms"),
-            source=_str(doc["source"], "source"),
-            n_events=_int(doc["n_events"], "n_events"),
+            model=as_str(doc["model"], "model"),
+            model_version=None if version is None else as_str(version, "model_version"),
+            created_ms=as_int(doc["created_ms"], "created_ms"),
+            source=as_str(doc["source"], "source"),
+            n_events=as_int(doc["n_events"], "n_events"),
             features=features,
             prediction=prediction,
             sample=sample,
@@ -608,73 +602,40 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"profile: {name} is not allowed (finite numbers only)")
 
 
-def _exact_keys(doc: Mapping[str, Any], keys: frozenset[str], where: str) -> None:
-    unknown = sorted(set(doc) - keys)
-    if unknown:
-        raise ValueError(f"{where}.{unknown[0]}: unknown field")
-    absent = sorted(keys - set(doc))
-    if absent:
-        raise ValueError(f"{where}.{absent[0]}: missing field")
-
-
-def _obj(v: Any, field: str) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise ValueError(f"{field}: must be an object, got {type(v).__name__}")
-    return v
-
-
-def _str(v: Any, field: str) -> str:
-    if not isinstance(v, str):
-        raise ValueError(f"{field}: must be a string, got {type(v).__name__}")
-    return v
-
-
-def _int(v: Any, field: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"{field}: must be an integer, got {v!r}")
-    return v
-
-
-def _float(v: Any, field: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise ValueError(f"{field}: must be a finite number, got {v!r}")
-    return float(v)
-
-
 def _opt_float(v: Any, field: str) -> float | None:
-    return None if v is None else _float(v, field)
+    return None if v is None else as_finite(v, field)
 
 
 def _floats(v: Any, field: str) -> tuple[float, ...]:
     if not isinstance(v, list):
         raise ValueError(f"{field}: must be a list of numbers")
-    return tuple(_float(x, f"{field}[{i}]") for i, x in enumerate(v))
+    return tuple(as_finite(x, f"{field}[{i}]") for i, x in enumerate(v))
 
 
 def _parse_feature(doc: Any, where: str) -> FeatureProfile:
-    d = _obj(doc, where)
+    d = as_object(doc, where)
     kind = d.get("kind")
     try:
         if kind == "numeric":
-            _exact_keys(d, _NUMERIC_KEYS, where)
+            exact_keys(d, _NUMERIC_KEYS, where)
             return NumericProfile(
                 edges=_floats(d["edges"], "edges"),
                 proportions=_floats(d["proportions"], "proportions"),
-                count=_int(d["count"], "count"),
+                count=as_int(d["count"], "count"),
                 mean=_opt_float(d["mean"], "mean"),
                 std=_opt_float(d["std"], "std"),
-                missing_rate=_float(d["missing_rate"], "missing_rate"),
+                missing_rate=as_finite(d["missing_rate"], "missing_rate"),
                 min=_opt_float(d["min"], "min"),
                 max=_opt_float(d["max"], "max"),
             )
         if kind == "categorical":
-            _exact_keys(d, _CATEGORICAL_KEYS, where)
-            cats = _obj(d["categories"], "categories")
+            exact_keys(d, _CATEGORICAL_KEYS, where)
+            cats = as_object(d["categories"], "categories")
             return CategoricalProfile(
-                categories={k: _float(v, f"categories[{k!r}]") for k, v in cats.items()},
-                other=_float(d["other"], "other"),
-                count=_int(d["count"], "count"),
-                missing_rate=_float(d["missing_rate"], "missing_rate"),
+                categories={k: as_finite(v, f"categories[{k!r}]") for k, v in cats.items()},
+                other=as_finite(d["other"], "other"),
+                count=as_int(d["count"], "count"),
+                missing_rate=as_finite(d["missing_rate"], "missing_rate"),
             )
     except ValueError as exc:
         msg = str(exc)
@@ -987,7 +948,7 @@ class ProfileBuilder:
         order = sorted(range(len(self._s_keys)), key=self._s_keys.__getitem__)[: self.sample_rows]
         self._s_keys = [self._s_keys[i] for i in order]
         self._s_rows = [self._s_rows[i] for i in order]
-        if len(order) == self.sample_rows:
+        if order and len(order) == self.sample_rows:
             self._s_threshold = self._s_keys[-1]
 
     def build(self, model: str, model_version: str | None, created_ms: int, source: str) -> ReferenceProfile:

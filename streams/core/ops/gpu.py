@@ -48,7 +48,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streams.core.ops.silence import Condition
+from streams.core.ops._checks import (
+    check_state,
+    count_field,
+    float_param,
+    int_param,
+    opt_int_field,
+    state_params,
+)
+from streams.core.ops.condition import Condition
 
 __all__ = ["GpuSaturation"]
 
@@ -138,9 +146,9 @@ class _Track:
         if not isinstance(raw["active"], bool):
             raise ValueError(f"gpu state {name!r}.active must be a bool")
         self.active = raw["active"]
-        self.since_ms = _opt_int(raw, "since_ms", name)
-        self.run_start_ms = _opt_int(raw, "run_start_ms", name)
-        self.last_ms = _opt_int(raw, "last_ms", name)
+        self.since_ms = opt_int_field(raw, "since_ms", name)
+        self.run_start_ms = opt_int_field(raw, "run_start_ms", name)
+        self.last_ms = opt_int_field(raw, "last_ms", name)
         v = raw["last_value"]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)):
             raise ValueError(f"gpu state {name!r}.last_value must be a finite number or null")
@@ -219,27 +227,27 @@ class GpuSaturation:
         memory_clear_below: float = 0.85,
         max_gap_ms: int = 60_000,
     ) -> None:
-        self.util_threshold_percent = _float_param(
+        self.util_threshold_percent = float_param(
             "util_threshold_percent", util_threshold_percent, 0.0, 100.0
         )
         if self.util_threshold_percent <= 0.0:
             raise ValueError(f"util_threshold_percent must be in (0, 100], got {util_threshold_percent!r}")
-        self.clear_below_percent = _float_param(
+        self.clear_below_percent = float_param(
             "clear_below_percent", clear_below_percent, 0.0, self.util_threshold_percent
         )
         self.memory_threshold = (
-            None if memory_threshold is None else _float_param("memory_threshold", memory_threshold, 0.0, 1.0)
+            None if memory_threshold is None else float_param("memory_threshold", memory_threshold, 0.0, 1.0)
         )
         if self.memory_threshold is not None and self.memory_threshold <= 0.0:
             raise ValueError(f"memory_threshold must be in (0, 1] or None, got {memory_threshold!r}")
-        self.memory_clear_below = _float_param(
+        self.memory_clear_below = float_param(
             "memory_clear_below",
             memory_clear_below,
             0.0,
             1.0 if self.memory_threshold is None else self.memory_threshold,
         )
-        self.sustained_ms = _int_param("sustained_ms", sustained_ms, minimum=1)
-        self.max_gap_ms = _int_param("max_gap_ms", max_gap_ms, minimum=1)
+        self.sustained_ms = int_param("sustained_ms", sustained_ms, minimum=1)
+        self.max_gap_ms = int_param("max_gap_ms", max_gap_ms, minimum=1)
 
         clear_ms = self.sustained_ms // 2
         self._util = _Track(
@@ -393,39 +401,20 @@ class GpuSaturation:
         ValueError
             On any payload :meth:`to_state` cannot have written, naming the field.
         """
-        if not isinstance(raw, Mapping):
-            raise ValueError(f"gpu state must be a JSON object, got {type(raw).__name__}")
-        if raw.get("v") != _VERSION or raw.get("kind") != _KIND:
-            raise ValueError(
-                f"gpu state must have v={_VERSION} and kind={_KIND!r}, got "
-                f"v={raw.get('v')!r}, kind={raw.get('kind')!r}"
-            )
-        keys = set(raw)
-        if keys != _STATE_KEYS:
-            raise ValueError(
-                f"gpu state keys differ: missing {sorted(_STATE_KEYS - keys)}, "
-                f"unexpected {sorted(map(str, keys - _STATE_KEYS))}"
-            )
-        params = raw["params"]
-        if not isinstance(params, Mapping) or set(params) != set(_PARAMS):
-            raise ValueError(f"gpu state 'params' must be an object with keys {sorted(_PARAMS)}")
-        det = cls(**{name: params[name] for name in _PARAMS})
+        raw = check_state(raw, "gpu state", _KIND, _VERSION, _STATE_KEYS)
+        det = cls(**state_params(raw, _PARAMS, "gpu state"))
         det._util.load(raw["utilization"], "utilization")
         det._memory.load(raw["memory"], "memory")
         active = raw["active"]
         if not isinstance(active, bool) or active != (det._util.active or det._memory.active):
             raise ValueError("gpu state 'active' must be a bool equal to utilization.active or memory.active")
         det._active = active
-        det._since_ms = _opt_int(raw, "since_ms", "gpu state")
+        det._since_ms = opt_int_field(raw, "since_ms", "gpu state")
         if active and det._since_ms is None:
             raise ValueError("gpu state 'since_ms' must be an int when 'active' is true")
-        det._last_ms = _opt_int(raw, "last_ms", "gpu state")
-        for name in ("late_samples", "collapsed_flips"):
-            x = raw[name]
-            if isinstance(x, bool) or not isinstance(x, int) or x < 0:
-                raise ValueError(f"gpu state {name!r} must be an int >= 0, got {x!r}")
-        det._late_samples = raw["late_samples"]
-        det._collapsed_flips = raw["collapsed_flips"]
+        det._last_ms = opt_int_field(raw, "last_ms", "gpu state")
+        det._late_samples = count_field(raw, "late_samples", "gpu state")
+        det._collapsed_flips = count_field(raw, "collapsed_flips", "gpu state")
         return det
 
     # Aliases, for callers that persist objects generically through ``to_json``/``from_json``.
@@ -434,27 +423,3 @@ class GpuSaturation:
 
     def __repr__(self) -> str:
         return f"GpuSaturation(active={self._active}, since_ms={self._since_ms}, last_ms={self._last_ms})"
-
-
-def _int_param(name: str, x: Any, minimum: int) -> int:
-    if isinstance(x, bool) or not isinstance(x, int | np.integer):
-        raise ValueError(f"{name} must be an int, got {type(x).__name__}")
-    if x < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {x}")
-    return int(x)
-
-
-def _float_param(name: str, x: Any, lo: float, hi: float) -> float:
-    if isinstance(x, bool) or not isinstance(x, int | float | np.integer | np.floating):
-        raise ValueError(f"{name} must be a number, got {type(x).__name__}")
-    f = float(x)
-    if not (lo <= f <= hi):
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {x!r}")
-    return f
-
-
-def _opt_int(raw: Mapping[str, Any], name: str, where: str) -> int | None:
-    x = raw[name]
-    if x is not None and (isinstance(x, bool) or not isinstance(x, int)):
-        raise ValueError(f"{where} {name!r} must be an int or null, got {type(x).__name__}")
-    return x

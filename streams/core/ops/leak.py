@@ -89,7 +89,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streams.core.ops.silence import Condition
+from streams.core.ops._checks import (
+    check_state,
+    count_field,
+    float_param,
+    int_param,
+    opt_int_field,
+    state_params,
+)
+from streams.core.ops.condition import Condition
 
 __all__ = ["LeakDetector"]
 
@@ -234,27 +242,27 @@ class LeakDetector:
         min_pair_lag_ms: int | None = None,
         confirm_ms: int = 5 * 60_000,
     ) -> None:
-        self.window_ms = _int_param("window_ms", window_ms, minimum=1)
-        self.max_points = _int_param("max_points", max_points, minimum=3)
-        self.min_points = _int_param("min_points", min_points, minimum=3)
+        self.window_ms = int_param("window_ms", window_ms, minimum=1)
+        self.max_points = int_param("max_points", max_points, minimum=3)
+        self.min_points = int_param("min_points", min_points, minimum=3)
         if self.min_points > self.max_points:
             raise ValueError(f"min_points must be <= max_points={self.max_points}, got {self.min_points}")
-        self.min_growth_bytes_per_h = _float_param(
+        self.min_growth_bytes_per_h = float_param(
             "min_growth_bytes_per_h", min_growth_bytes_per_h, 0.0, math.inf
         )
-        self.min_relative_growth_per_h = _float_param(
+        self.min_relative_growth_per_h = float_param(
             "min_relative_growth_per_h", min_relative_growth_per_h, 0.0, math.inf
         )
-        self.max_p_value = _float_param("max_p_value", max_p_value, 0.0, 1.0)
+        self.max_p_value = float_param("max_p_value", max_p_value, 0.0, 1.0)
         if self.max_p_value <= 0.0:
             raise ValueError(f"max_p_value must be in (0, 1], got {max_p_value!r}")
-        self.clear_after_ms = _int_param("clear_after_ms", clear_after_ms, minimum=0)
-        self.eval_every_ms = _int_param("eval_every_ms", eval_every_ms, minimum=0)
-        self.limit_bytes = None if limit_bytes is None else _int_param("limit_bytes", limit_bytes, minimum=1)
+        self.clear_after_ms = int_param("clear_after_ms", clear_after_ms, minimum=0)
+        self.eval_every_ms = int_param("eval_every_ms", eval_every_ms, minimum=0)
+        self.limit_bytes = None if limit_bytes is None else int_param("limit_bytes", limit_bytes, minimum=1)
         self.min_pair_lag_ms = (
             self.window_ms // 6
             if min_pair_lag_ms is None
-            else _int_param("min_pair_lag_ms", min_pair_lag_ms, 0)
+            else int_param("min_pair_lag_ms", min_pair_lag_ms, 0)
         )
         if self.min_pair_lag_ms > self.window_ms // 2:
             # Pairs must exist once the window spans window_ms / 2, the least span evaluated.
@@ -262,7 +270,7 @@ class LeakDetector:
             raise ValueError(
                 f"min_pair_lag_ms must be <= window_ms // 2 = {half_ms}, got {self.min_pair_lag_ms}"
             )
-        self.confirm_ms = _int_param("confirm_ms", confirm_ms, minimum=0)
+        self.confirm_ms = int_param("confirm_ms", confirm_ms, minimum=0)
 
         self._bucket_ms = -(-self.window_ms // (self.max_points - 1))  # ceil: at most max_points buckets
         # Buckets, in increasing key order: key = t // _bucket_ms; per bucket the sum of
@@ -496,23 +504,8 @@ class LeakDetector:
         ValueError
             On any payload :meth:`to_state` cannot have written, naming the field.
         """
-        if not isinstance(raw, Mapping):
-            raise ValueError(f"leak state must be a JSON object, got {type(raw).__name__}")
-        if raw.get("v") != _VERSION or raw.get("kind") != _KIND:
-            raise ValueError(
-                f"leak state must have v={_VERSION} and kind={_KIND!r}, got "
-                f"v={raw.get('v')!r}, kind={raw.get('kind')!r}"
-            )
-        keys = set(raw)
-        if keys != _STATE_KEYS:
-            raise ValueError(
-                f"leak state keys differ: missing {sorted(_STATE_KEYS - keys)}, "
-                f"unexpected {sorted(map(str, keys - _STATE_KEYS))}"
-            )
-        params = raw["params"]
-        if not isinstance(params, Mapping) or set(params) != set(_PARAMS):
-            raise ValueError(f"leak state 'params' must be an object with keys {sorted(_PARAMS)}")
-        det = cls(**{name: params[name] for name in _PARAMS})
+        raw = check_state(raw, "leak state", _KIND, _VERSION, _STATE_KEYS)
+        det = cls(**state_params(raw, _PARAMS, "leak state"))
 
         columns = {}
         for name in ("keys", "offset_sum_ms", "rss_sum_bytes", "counts"):
@@ -547,7 +540,7 @@ class LeakDetector:
                 "the bucket and finite RSS sums >= 0"
             )
 
-        max_time = _opt_int_field(raw, "max_time_ms")
+        max_time = opt_int_field(raw, "max_time_ms", "leak state")
         if n > 0:
             if max_time is None:
                 raise ValueError("leak state 'max_time_ms' must be an int when buckets are held")
@@ -559,16 +552,16 @@ class LeakDetector:
             raise ValueError(f"leak state 'active' must be a bool, got {type(active).__name__}")
         det._keys, det._offset_sum_ms, det._rss_sum_bytes, det._counts = key_arr, off_arr, rss_arr, cnt_arr
         det._max_time_ms = max_time
-        det._last_eval_ms = _opt_int_field(raw, "last_eval_ms")
+        det._last_eval_ms = opt_int_field(raw, "last_eval_ms", "leak state")
         det._active = active
-        det._since_ms = _opt_int_field(raw, "since_ms")
+        det._since_ms = opt_int_field(raw, "since_ms", "leak state")
         if active and det._since_ms is None:
             raise ValueError("leak state 'since_ms' must be an int when 'active' is true")
-        det._holding_since_ms = _opt_int_field(raw, "holding_since_ms")
-        det._failing_since_ms = _opt_int_field(raw, "failing_since_ms")
-        det._last_held_ms = _opt_int_field(raw, "last_held_ms")
-        det._stale_samples = _count_field(raw, "stale_samples")
-        det._invalid_samples = _count_field(raw, "invalid_samples")
+        det._holding_since_ms = opt_int_field(raw, "holding_since_ms", "leak state")
+        det._failing_since_ms = opt_int_field(raw, "failing_since_ms", "leak state")
+        det._last_held_ms = opt_int_field(raw, "last_held_ms", "leak state")
+        det._stale_samples = count_field(raw, "stale_samples", "leak state")
+        det._invalid_samples = count_field(raw, "invalid_samples", "leak state")
         return det
 
     # Aliases, for callers that persist objects generically through ``to_json``/``from_json``.
@@ -638,34 +631,3 @@ def _mk_p_greater(s: int, var_s: float) -> float:
         return 1.0  # all values tied: no evidence of a trend
     z = (s - (s > 0) + (s < 0)) / math.sqrt(var_s)
     return 0.5 * math.erfc(z / math.sqrt(2.0))
-
-
-def _int_param(name: str, x: Any, minimum: int) -> int:
-    if isinstance(x, bool) or not isinstance(x, int | np.integer):
-        raise ValueError(f"{name} must be an int, got {type(x).__name__}")
-    if x < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {x}")
-    return int(x)
-
-
-def _float_param(name: str, x: Any, lo: float, hi: float) -> float:
-    if isinstance(x, bool) or not isinstance(x, int | float | np.integer | np.floating):
-        raise ValueError(f"{name} must be a number, got {type(x).__name__}")
-    f = float(x)
-    if not (lo <= f <= hi) or math.isnan(f) or math.isinf(f):
-        raise ValueError(f"{name} must be finite and in [{lo}, {hi}], got {x!r}")
-    return f
-
-
-def _opt_int_field(raw: Mapping[str, Any], name: str) -> int | None:
-    x = raw[name]
-    if x is not None and (isinstance(x, bool) or not isinstance(x, int)):
-        raise ValueError(f"leak state {name!r} must be an int or null, got {type(x).__name__}")
-    return x
-
-
-def _count_field(raw: Mapping[str, Any], name: str) -> int:
-    x = raw[name]
-    if isinstance(x, bool) or not isinstance(x, int) or x < 0:
-        raise ValueError(f"leak state {name!r} must be an int >= 0, got {x!r}")
-    return x

@@ -47,12 +47,14 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Condition", "SilenceTracker"]
+from streams.core.ops._checks import check_state, count_field, int_param, opt_int_field
+from streams.core.ops.condition import Condition
+
+__all__ = ["Condition", "SilenceTracker"]  # Condition re-exported: it was defined here first
 
 _INTEGRAL = (int, np.integer)
 _KIND = "silence"
@@ -72,47 +74,6 @@ _JSON_KEYS = frozenset(
         "pauses",
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """A transition of an operational condition: it started (``active``) or it ended.
-
-    Detectors return a ``Condition`` only when their state flips, so a stream
-    of conditions alternates active, cleared, active, ... per subject, and the
-    alerting stage can fire and resolve without floods.
-
-    Attributes
-    ----------
-    active
-        ``True``: the condition now holds; ``False``: it has cleared.
-    since_ms
-        When the new state began, back-dated where the detector knows it (the
-        last time a silent key was seen, the start of the run of samples that
-        proved saturation), not when it was confirmed; the confirmation time
-        is in ``evidence`` (``detected_ms``) where it differs.
-    value
-        The measured quantity the decision is based on, in the unit of
-        ``threshold`` (each detector documents it).
-    threshold
-        The level ``value`` was compared with for this transition.
-    evidence
-        Flat details for the alert: finite numbers and short strings only, so
-        that it fits the ``evidence`` of ``driftline.signal/v1`` unchanged.
-
-    Examples
-    --------
-    >>> c = Condition(active=True, since_ms=1_000, value=130_000.0, threshold=120_000.0,
-    ...               evidence={"last_seen_ms": 1_000})
-    >>> c.active, c.since_ms, c.value >= c.threshold
-    (True, 1000, True)
-    """
-
-    active: bool
-    since_ms: int
-    value: float
-    threshold: float
-    evidence: dict[str, float | str | int] = field(default_factory=dict)
 
 
 class SilenceTracker:
@@ -167,12 +128,12 @@ class SilenceTracker:
     def __init__(
         self, silence_after_ms: int = 120_000, max_keys: int = 10_000, pause_gap_ms: int | None = None
     ) -> None:
-        self.silence_after_ms = _int_param("silence_after_ms", silence_after_ms, minimum=1)
-        self.max_keys = _int_param("max_keys", max_keys, minimum=1)
+        self.silence_after_ms = int_param("silence_after_ms", silence_after_ms, minimum=1)
+        self.max_keys = int_param("max_keys", max_keys, minimum=1)
         self.pause_gap_ms = (
             self.silence_after_ms
             if pause_gap_ms is None
-            else _int_param("pause_gap_ms", pause_gap_ms, minimum=1)
+            else int_param("pause_gap_ms", pause_gap_ms, minimum=1)
         )
         # key -> (last seen processing time, largest event time or None), in last-seen order
         self._live: OrderedDict[str, tuple[int, int | None]] = OrderedDict()
@@ -353,22 +314,10 @@ class SilenceTracker:
         ValueError
             On any payload :meth:`to_state` cannot have written, naming the field.
         """
-        if not isinstance(raw, Mapping):
-            raise ValueError(f"silence state must be a JSON object, got {type(raw).__name__}")
-        if raw.get("v") != _VERSION or raw.get("kind") != _KIND:
-            raise ValueError(
-                f"silence state must have v={_VERSION} and kind={_KIND!r}, got "
-                f"v={raw.get('v')!r}, kind={raw.get('kind')!r}"
-            )
-        keys = set(raw)
-        if keys != _JSON_KEYS:
-            raise ValueError(
-                f"silence state keys differ: missing {sorted(_JSON_KEYS - keys)}, "
-                f"unexpected {sorted(map(str, keys - _JSON_KEYS))}"
-            )
+        raw = check_state(raw, "silence state", _KIND, _VERSION, _JSON_KEYS)
         tracker = cls(raw["silence_after_ms"], raw["max_keys"], raw["pause_gap_ms"])
-        clock = _opt_int_field(raw, "clock_ms")
-        epoch = _opt_int_field(raw, "epoch_ms")
+        clock = opt_int_field(raw, "clock_ms", "silence state")
+        epoch = opt_int_field(raw, "epoch_ms", "silence state")
         if epoch is not None and (clock is None or epoch > clock):
             raise ValueError(f"silence state 'epoch_ms'={epoch!r} must be <= 'clock_ms'={clock!r}")
         tables = []
@@ -406,8 +355,8 @@ class SilenceTracker:
         tracker._silent = silent
         tracker._clock_ms = clock
         tracker._epoch_ms = epoch
-        tracker._evictions = _count_field(raw, "evictions")
-        tracker._pauses = _count_field(raw, "pauses")
+        tracker._evictions = count_field(raw, "evictions", "silence state")
+        tracker._pauses = count_field(raw, "pauses", "silence state")
         return tracker
 
     # Aliases, for callers that persist objects generically through ``to_json``/``from_json``.
@@ -419,25 +368,3 @@ class SilenceTracker:
             f"SilenceTracker(silence_after_ms={self.silence_after_ms}, max_keys={self.max_keys}, "
             f"live={len(self._live)}, silent={len(self._silent)})"
         )
-
-
-def _int_param(name: str, x: Any, minimum: int) -> int:
-    if isinstance(x, bool) or not isinstance(x, int | np.integer):
-        raise ValueError(f"{name} must be an int, got {type(x).__name__}")
-    if x < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {x}")
-    return int(x)
-
-
-def _opt_int_field(raw: Mapping[str, Any], name: str) -> int | None:
-    x = raw[name]
-    if x is not None and (isinstance(x, bool) or not isinstance(x, int)):
-        raise ValueError(f"silence state {name!r} must be an int or null, got {type(x).__name__}")
-    return x
-
-
-def _count_field(raw: Mapping[str, Any], name: str) -> int:
-    x = raw[name]
-    if isinstance(x, bool) or not isinstance(x, int) or x < 0:
-        raise ValueError(f"silence state {name!r} must be an int >= 0, got {x!r}")
-    return x

@@ -285,3 +285,9 @@ def test_concept_detectors_follow_the_settings(adwin: bool, ph: bool) -> None:
         assert isinstance(std, Standardized) and std.warmup == 300
         assert isinstance(std.detector, PageHinkley)
         assert (std.detector.delta, std.detector.threshold, std.detector.mode) == (0.2, 40.0, "up")
+
+
+def test_the_domain_classifier_names_the_shifted_features(full_run: Pipeline) -> None:
+    joint = kinds(full_run.signals, "multivariate_drift", active=True)
+    assert joint and all(s["detected_at_ms"] >= T0 + SHIFT_AT * BATCH * 100 for s in joint)
+    assert joint[0]["score"] >= 0.75 and set(joint[0]["evidence"]["top_features"][:2]) == {"amount", "plan"}
