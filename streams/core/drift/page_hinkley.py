@@ -171,9 +171,39 @@ class PageHinkley:
         self._n_detections += len(detections)
         return detections
 
+    def _step(self, x: float) -> bool:
+        """One value without numpy (chunk statistics arrive one at a time); False if it would alarm.
+
+        The same arithmetic as :meth:`_scan` on a one-value segment, so results
+        are bit-identical to it; an alarm is left to :meth:`_scan`, which also estimates
+        the change point, and nothing is changed here in that case.
+        """
+        n = self._n + 1
+        mean = self._mean + (x - self._mean) / n
+        dev = x - mean
+        s_inc = self.alpha * self._sum_increase + (dev - self.delta)
+        s_dec = self.alpha * self._sum_decrease + (dev + self.delta)
+        if self.alpha == 1.0:
+            s_inc, s_dec = self._sum_increase + (dev - self.delta), self._sum_decrease + (dev + self.delta)
+        run_min, run_max = min(self._min_increase, s_inc), max(self._max_decrease, s_dec)
+        up = s_inc - run_min > self.threshold and self.mode != "down"
+        down = run_max - s_dec > self.threshold and self.mode != "up"
+        if (up or down) and n >= self.min_instances:
+            return False
+        if s_inc < self._min_increase:
+            self._n_at_min, self._mean_at_min = n, mean
+        if s_dec > self._max_decrease:
+            self._n_at_max, self._mean_at_max = n, mean
+        self._n, self._mean = n, mean
+        self._sum_increase, self._sum_decrease = s_inc, s_dec
+        self._min_increase, self._max_decrease = run_min, run_max
+        return True
+
     def _scan(self, seg: FloatArray, offset: int) -> Detection | None:
         """Run the recurrences over ``seg``; stop at the first alarm (returned) or at its end."""
         m = len(seg)
+        if m == 1 and self._step(float(seg[0])):
+            return None
         n0, mean0 = self._n, self._mean
         count = n0 + np.arange(1, m + 1, dtype=np.float64)
         mean = mean0 + np.cumsum(seg - mean0) / count

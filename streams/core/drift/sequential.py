@@ -232,8 +232,11 @@ class Standardized:
         nb = len(chunk)
         if nb == 0:
             return
-        mb = float(np.mean(chunk))
-        m2b = float(np.sum((chunk - mb) ** 2))
+        if nb == 1:  # one chunk statistic at a time: skip numpy's per-call overhead
+            mb, m2b = float(chunk[0]), 0.0
+        else:
+            mb = float(np.mean(chunk))
+            m2b = float(np.sum((chunk - mb) ** 2))
         na = self._w_n
         n = na + nb
         d = mb - self._w_mean
