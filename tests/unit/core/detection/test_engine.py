@@ -274,8 +274,9 @@ def test_concept_detectors_follow_the_settings(adwin: bool, ph: bool) -> None:
     from streams.core.drift.page_hinkley import PageHinkley
     from streams.core.drift.sequential import Standardized
 
-    cfg = ConceptConfig(adwin=adwin, adwin_delta=1e-3, page_hinkley=ph, ph_threshold=40.0, ph_delta=0.2,
-                        ph_warmup=300)
+    cfg = ConceptConfig(
+        adwin=adwin, adwin_delta=1e-3, page_hinkley=ph, ph_threshold=40.0, ph_delta=0.2, ph_warmup=300
+    )
     dets = concept_detectors(cfg)
     assert sorted(dets) == sorted(name for name, on in (("adwin", adwin), ("page_hinkley", ph)) if on)
     if adwin:
@@ -291,3 +292,44 @@ def test_the_domain_classifier_names_the_shifted_features(full_run: Pipeline) ->
     joint = kinds(full_run.signals, "multivariate_drift", active=True)
     assert joint and all(s["detected_at_ms"] >= T0 + SHIFT_AT * BATCH * 100 for s in joint)
     assert joint[0]["score"] >= 0.75 and set(joint[0]["evidence"]["top_features"][:2]) == {"amount", "plan"}
+
+
+def telemetry(
+    start_s: int, n: int, rss_growth_per_s: float, gpu_util: float, seed: int = 0
+) -> TelemetryBatch:
+    rng = np.random.default_rng(seed + start_s)
+    t = T0 + (start_s + np.arange(n) * 10) * 1000  # one sample every 10 s
+    rss = 2e9 + rss_growth_per_s * (t - T0) / 1000 + rng.normal(0, 2e6, n)
+    util = np.clip(rng.normal(gpu_util, 1.0, n), 0, 100)
+    return TelemetryBatch(
+        "m",
+        "pod-1",
+        t,
+        rng.normal(50, 3, n),
+        rss,
+        rng.normal(40, 1, n),
+        np.zeros(n),
+        gpus={0: (util, np.full(n, 1e9), np.full(n, 8e9))},
+    )
+
+
+@pytest.mark.parametrize(
+    ("growth", "util", "want"),
+    [
+        (100 * 2**20 / 3600, 50.0, {("memory_leak", True)}),  # 100 MiB/h on 2 GB: a leak
+        (0.0, 99.0, {("gpu_saturation", True)}),  # pinned at 99% for an hour
+        (0.0, 50.0, set()),  # a healthy process
+    ],
+)
+def test_telemetry_conditions_per_host(growth: float, util: float, want: set[tuple[str, bool]]) -> None:
+    eng = DetectionEngine(CFG, 0, lambda m, v: None)
+    for i in range(36):  # an hour, a record of 10 samples every 100 s
+        eng.on_telemetry(telemetry(i * 100, 10, growth, util), "telemetry:0", i, now_ms=i)
+    got = {
+        (s["kind"], s["active"]) for s in eng.take_signals() if s["kind"] in ("memory_leak", "gpu_saturation")
+    }
+    assert got == want
+    cells = dict(eng.take_writes())
+    restored = DetectionEngine(CFG, 0, lambda m, v: None)
+    restored.restore(cells.items())
+    assert restored.hosts[("m", "pod-1")].to_json() == eng.hosts[("m", "pod-1")].to_json()
