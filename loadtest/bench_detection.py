@@ -32,9 +32,8 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadtest.bench_ingest import ensure_broker
-from loadtest.bench_metrics import make_records, produce, run_worker
+from loadtest.bench_metrics import interleaved_runs, make_records
 from loadtest.common import machine, save
-from streams.broker.admin import create_topics
 from streams.config import load_settings
 from streams.core.detection.engine import DetectionEngine
 from streams.core.engine import MetricsEngine
@@ -100,22 +99,7 @@ def main() -> None:
         "web_port": 16067,
         "partitions": 4,
     }
-    runs: dict[str, list[float]] = defaultdict(list)
-    first = True
-    for name in ("ingest", "metrics", "detection") * args.rounds:
-        run_tag = uuid.uuid4().hex[:6]
-        s = load_settings(
-            env={},
-            **base,
-            app_id=f"bench-{name}-{run_tag}",
-            data_dir=f".driftline/bench/{tag}/{name}-{run_tag}",
-        )
-        create_topics(s)
-        if first:
-            produce(s, recs)
-            first = False
-        runs[name].append(run_worker(s, total, CONFIGS[name]))
-        print(f"{name:10s} {runs[name][-1]:>12,.0f} events/s", flush=True)
+    runs = interleaved_runs(base, tag, recs, total, CONFIGS, ("ingest", "metrics", "detection") * args.rounds)
     metrics_eps, detection_eps, state = engine_alone(recs)
     med = {k: statistics.median(v) for k, v in runs.items()}
     res: dict[str, Any] = {

@@ -108,6 +108,28 @@ def run_worker(s: Settings, total: int, config: str) -> float:
     return eps
 
 
+def interleaved_runs(base: dict[str, Any], tag: str, recs: list[tuple[str, bytes, bytes]], total: int,
+                     configs: dict[str, str], order: tuple[str, ...]) -> dict[str, list[float]]:
+    """Events/s of one fresh worker per entry of ``order`` (a config name) over the same records.
+
+    Interleaving the configurations spreads the drift of a noisy machine over all of
+    them, so ratios of medians from one call are comparable.
+    """
+    runs: dict[str, list[float]] = defaultdict(list)
+    first = True
+    for name in order:
+        run_tag = uuid.uuid4().hex[:6]
+        s = load_settings(env={}, **base, app_id=f"bench-{name}-{run_tag}",
+                          data_dir=f".driftline/bench/{tag}/{name}-{run_tag}")
+        create_topics(s)
+        if first:
+            produce(s, recs)
+            first = False
+        runs[name].append(run_worker(s, total, configs[name]))
+        print(f"{name:10s} {runs[name][-1]:>12,.0f} events/s", flush=True)
+    return runs
+
+
 def engine_alone(recs: list[tuple[str, bytes, bytes]]) -> tuple[float, dict[str, Any]]:
     """Per-event cost of the engine in-process, and the persisted state it leaves per model."""
     s = load_settings(env={})
@@ -163,24 +185,9 @@ def main() -> None:
         "web_port": 16067,
         "partitions": 4,
     }
-    runs: dict[str, list[float]] = defaultdict(list)
     configs = {"ingest": "metrics: {enabled: false}\ndetection: {enabled: false}\n",
                "metrics": "detection: {enabled: false}\n"}
-    first = True
-    for name in ("ingest", "metrics", "ingest", "metrics"):
-        run_tag = uuid.uuid4().hex[:6]
-        s = load_settings(
-            env={},
-            **base,
-            app_id=f"bench-{name}-{run_tag}",
-            data_dir=f".driftline/bench/{tag}/{name}-{run_tag}",
-        )
-        create_topics(s)
-        if first:
-            produce(s, recs)
-            first = False
-        runs[name].append(run_worker(s, total, configs[name]))
-        print(f"{name:8s} {runs[name][-1]:>12,.0f} events/s", flush=True)
+    runs = interleaved_runs(base, tag, recs, total, configs, ("ingest", "metrics") * 2)
     engine_eps, state = engine_alone(recs)
     res: dict[str, Any] = {
         "machine": machine(),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import orjson
 
@@ -28,16 +28,7 @@ Kind = Literal[
     "silence",
     "gpu_saturation",
 ]
-KINDS: tuple[str, ...] = (
-    "concept_drift",
-    "data_drift",
-    "prediction_drift",
-    "multivariate_drift",
-    "anomaly",
-    "memory_leak",
-    "silence",
-    "gpu_saturation",
-)
+KINDS: tuple[str, ...] = get_args(Kind)
 _MAX_TEXT = 1024
 _MAX_LIST = 64
 
