@@ -266,6 +266,7 @@ class DetectionExporter:
     """The detection stage's health and output counts."""
 
     signals: Counter
+    errors: Counter
     state_writes: Counter
     restored_cells: Counter
     profiles_built: Counter
@@ -279,6 +280,9 @@ class DetectionExporter:
         return cls(
             signals=Counter("driftline_signals", "Signals emitted, by kind, detector and state.",
                             ["kind", "detector", "active"], registry=registry),
+            errors=Counter("driftline_detection_errors",
+                           "Monitor steps that raised and were skipped (the record was still processed).",
+                           ["monitor"], registry=registry),
             state_writes=Counter("driftline_detection_state_writes",
                                  "Detector state cells written to the state changelog.", registry=registry),
             restored_cells=Counter("driftline_detection_restored_cells",

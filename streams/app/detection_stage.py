@@ -10,6 +10,7 @@ cells, before every offset commit.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -30,6 +31,7 @@ from streams.events.models import TelemetryV1
 from streams.observability import DetectionExporter
 
 Sink = Callable[[bytes, bytes], None]
+log = logging.getLogger(__name__)
 
 
 def wall_ms() -> int:
@@ -150,6 +152,9 @@ class DetectionStage:
             self.exporter.observe_engine(eng)
 
     def _drain(self, eng: DetectionEngine) -> None:
+        for monitor, message in eng.take_errors():
+            self.exporter.errors.labels(monitor).inc()
+            log.error("detection: %s monitor skipped a batch: %s", monitor, message)
         for model, version, prof in eng.take_profiles():
             self.emit_profile(profile_key(model, version), prof.to_json())
             self.exporter.profiles_built.inc()

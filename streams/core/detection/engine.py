@@ -59,13 +59,13 @@ class DetectionEngine:
         self._dirty: dict[tuple[Any, ...], Any] = {}  # cell key -> monitor, JSON data, or None (delete)
         self._signals: list[dict[str, Any]] = []
         self._profiles: list[tuple[str, str, ReferenceProfile]] = []
+        self._errors: list[tuple[str, str]] = []
 
     # -- input -------------------------------------------------------------------------------
 
     def on_predictions(
         self, batch: PredictionBatch, source: str, offset: int, batch_index: int, now_ms: int
     ) -> None:
-        key = (batch.model, batch.model_version)
         self._silence_seen(
             f"predictions|{batch.model}|{batch.model_version}",
             now_ms,
@@ -74,27 +74,53 @@ class DetectionEngine:
             {"stream": "predictions"},
         )
         if self.cfg.data.enabled:
-            mon = self.data.get(key)
-            if mon is None:
-                mon = self.data[key] = DataMonitor(self.cfg.data, batch.model, batch.model_version)
-            found = self.profiles(batch.model, batch.model_version)
-            out = mon.add(batch, source, offset, batch_index, found)
-            if out.warm_chunk is not None:
-                self._dirty[("d:warm", *key, out.warm_chunk[0])] = out.warm_chunk[1]
-            if out.built is not None:
-                self._profiles.append((batch.model, batch.model_version, out.built))
-                self._dirty[("d:ownprof", *key)] = out.built.to_json().decode()
-                for seq in range(out.warm_done):
-                    self._dirty[("d:warm", *key, seq)] = None
-            self._signals.extend(out.signals)
-            if out.changed:
-                self._dirty[("d:data", *key)] = mon
+            self._contain("data", self._data, batch, source, offset, batch_index)
         if self.cfg.anomaly.enabled:
-            lat = self.latency.get(key)
-            if lat is None:
-                lat = self.latency[key] = LatencyMonitor(self.cfg.anomaly, batch.model, batch.model_version)
-            self._signals.extend(lat.add(batch, source, offset, batch_index))
-            self._dirty[("d:latency", *key)] = lat
+            self._contain("latency", self._latency, batch, source, offset, batch_index)
+
+    def _contain(self, monitor: str, fn: Callable[..., None], *args: Any) -> None:
+        """Run one monitor's step; an exception is recorded, not raised.
+
+        Input reaching here passed schema validation, so an exception is a
+        detector's bug or a value it cannot take: that monitor skips the batch
+        and the error is reported (:meth:`take_errors`), while the record's
+        metrics and every other monitor go on.
+        """
+        try:
+            fn(*args)
+        except Exception as exc:
+            self._errors.append((monitor, f"{type(exc).__name__}: {exc}"[:500]))
+
+    def take_errors(self) -> list[tuple[str, str]]:
+        """(monitor kind, message) of the steps that failed since the last call."""
+        out, self._errors = self._errors, []
+        return out
+
+    def _data(self, batch: PredictionBatch, source: str, offset: int, batch_index: int) -> None:
+        key = (batch.model, batch.model_version)
+        mon = self.data.get(key)
+        if mon is None:
+            mon = self.data[key] = DataMonitor(self.cfg.data, batch.model, batch.model_version)
+        found = self.profiles(batch.model, batch.model_version)
+        out = mon.add(batch, source, offset, batch_index, found)
+        if out.warm_chunk is not None:
+            self._dirty[("d:warm", *key, out.warm_chunk[0])] = out.warm_chunk[1]
+        if out.built is not None:
+            self._profiles.append((batch.model, batch.model_version, out.built))
+            self._dirty[("d:ownprof", *key)] = out.built.to_json().decode()
+            for seq in range(out.warm_done):
+                self._dirty[("d:warm", *key, seq)] = None
+        self._signals.extend(out.signals)
+        if out.changed:
+            self._dirty[("d:data", *key)] = mon
+
+    def _latency(self, batch: PredictionBatch, source: str, offset: int, batch_index: int) -> None:
+        key = (batch.model, batch.model_version)
+        lat = self.latency.get(key)
+        if lat is None:
+            lat = self.latency[key] = LatencyMonitor(self.cfg.anomaly, batch.model, batch.model_version)
+        self._signals.extend(lat.add(batch, source, offset, batch_index))
+        self._dirty[("d:latency", *key)] = lat
 
     def on_matches(
         self, model: str, matches: list[Match], source: str, offset: int, batch_index: int = 0
@@ -103,6 +129,10 @@ class DetectionEngine:
         ccfg = self.cfg.concept_for(model)
         if not (ccfg.adwin or ccfg.page_hinkley):
             return
+        self._contain("concept", self._concept, model, matches, source, offset, batch_index)
+
+    def _concept(self, model: str, matches: list[Match], source: str, offset: int, batch_index: int) -> None:
+        ccfg = self.cfg.concept_for(model)
         for version, (times, errors) in error_stream(matches, self.task(model)).items():
             key = (model, version)
             mon = self.concept.get(key)
@@ -114,7 +144,6 @@ class DetectionEngine:
                 self._signals.append(self._concept_signal(model, version, d, mon, ccfg.grace_events))
 
     def on_telemetry(self, batch: TelemetryBatch, source: str, offset: int, now_ms: int) -> None:
-        key = (batch.model, batch.host)
         self._silence_seen(
             f"telemetry|{batch.model}|{batch.host}",
             now_ms,
@@ -122,6 +151,10 @@ class DetectionEngine:
             None,
             {"stream": "telemetry", "host": batch.host},
         )
+        self._contain("host", self._host, batch, source, offset)
+
+    def _host(self, batch: TelemetryBatch, source: str, offset: int) -> None:
+        key = (batch.model, batch.host)
         mon = self.hosts.get(key)
         if mon is None:
             mon = self.hosts[key] = HostMonitor(self.cfg, batch.model, batch.host)

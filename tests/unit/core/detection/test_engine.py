@@ -333,3 +333,17 @@ def test_telemetry_conditions_per_host(growth: float, util: float, want: set[tup
     restored = DetectionEngine(CFG, 0, lambda m, v: None)
     restored.restore(cells.items())
     assert restored.hosts[("m", "pod-1")].to_json() == eng.hosts[("m", "pod-1")].to_json()
+
+
+def test_a_failing_monitor_skips_its_batch_and_reports_it_while_the_others_go_on(monkeypatch: Any) -> None:
+    from streams.core.detection.data import DataMonitor
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("cannot take this")
+
+    monkeypatch.setattr(DataMonitor, "add", boom)
+    p = Pipeline()
+    p.feed(story(batches=4))  # raises nothing
+    errors = p.det.take_errors()
+    assert errors and {m for m, _ in errors} == {"data"} and "cannot take this" in errors[0][1]
+    assert p.det.latency and p.det.concept  # the other monitors still ran
