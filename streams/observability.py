@@ -270,6 +270,7 @@ class DetectionExporter:
     state_writes: Counter
     restored_cells: Counter
     profiles_built: Counter
+    profiles_invalid: Counter
     monitors: Gauge
     collector: DetectorCollector
 
@@ -290,6 +291,9 @@ class DetectionExporter:
             profiles_built=Counter("driftline_profiles_built",
                                    "Reference profiles built from a version's first events.",
                                    registry=registry),
+            profiles_invalid=Counter("driftline_profiles_invalid",
+                                     "Records of the profiles topic that were not valid profiles (ignored).",
+                                     registry=registry),
             monitors=Gauge("driftline_detection_monitors", "Monitors held, per partition and kind.",
                            ["partition", "kind"], registry=registry),
             collector=collector,

@@ -178,12 +178,10 @@ def cmd_profile(args: Any, settings: Settings) -> int:
         publish(settings, profile_key(prof.model, prof.model_version), value)
         print(f"published {profile_key(prof.model, prof.model_version).decode()}")
         return 0
-    from streams.app.profiles import ProfileFollower, ProfileStore
+    from streams.app.profiles import ProfileStore, follow_profiles
 
     store = ProfileStore()
-    follower = ProfileFollower(settings.bootstrap, settings.topic("profiles"), store)
-    follower.start(30)
-    follower.stop()
+    follow_profiles(settings.bootstrap, settings.topic("profiles"), store).stop()
     found = store.get(args.path, args.version or "*")
     if found is None:
         print(f"no profile for {args.path} {args.version or '(any version)'}", file=sys.stderr)

@@ -13,7 +13,7 @@ from streams.app.detection_stage import DetectionStage
 from streams.app.ingest import IngestStage, Router
 from streams.app.live import FlowStats
 from streams.app.metrics_stage import MetricsStage
-from streams.app.profiles import ProfileFollower, ProfileStore
+from streams.app.profiles import ProfileStore, TopicFollower, follow_profiles
 from streams.app.state import FaustTableStore
 from streams.app.transport import IdempotentProducer, on_before_flush
 from streams.config import Settings
@@ -43,11 +43,10 @@ class Driftline:
     profiles: ProfileStore
     state_table: Any
 
-    def follow_profiles(self, wait_s: float = 30.0) -> ProfileFollower:
+    def follow_profiles(self, wait_s: float = 30.0) -> TopicFollower:
         """Start reading the profiles topic (call before the worker starts; blocks until caught up)."""
-        follower = ProfileFollower(self.settings.bootstrap, self.settings.topic("profiles"), self.profiles)
-        follower.start(wait_s)
-        return follower
+        s = self.settings
+        return follow_profiles(s.bootstrap, s.topic("profiles"), self.profiles, wait_s)
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None,
@@ -157,8 +156,11 @@ def _detection(app: faust.App, settings: Settings, metrics_stage: MetricsStage, 
     def emit_profile(key: bytes, value: bytes) -> None:
         profiles_topic.send_soon(key=key, value=value)
 
-    stage = DetectionStage(settings.detection, settings.metrics, FaustTableStore(table), ProfileStore(),
-                           emit_signal, emit_profile, DetectionExporter.create(registry))
+    exporter = DetectionExporter.create(registry)
+    profiles = ProfileStore()
+    profiles.on_invalid = lambda key, reason: exporter.profiles_invalid.inc()
+    stage = DetectionStage(settings.detection, settings.metrics, FaustTableStore(table), profiles,
+                           emit_signal, emit_profile, exporter)
     on_before_flush(app, stage.flush_writes)
     if settings.detection.enabled:
         router.on_predictions.append(stage.on_predictions)

@@ -71,20 +71,28 @@ class ProfileStore:
         return len(self._profiles)
 
 
-class ProfileFollower:
-    """Follows the profiles topic in a daemon thread (confluent-kafka, no consumer group)."""
+class TopicFollower:
+    """Follows a whole (compacted) topic in a daemon thread: confluent-kafka, no consumer group.
 
-    def __init__(self, bootstrap: str, topic: str, store: ProfileStore) -> None:
+    Every record goes to ``apply(key, value)`` in offset order per partition;
+    :meth:`start` returns once what the topic held at start has been applied,
+    so a worker does not process input against a half-loaded reference. Used
+    for the profiles topic, and for any topic every worker must see whole.
+    """
+
+    def __init__(
+        self, bootstrap: str, topic: str, apply: Callable[[bytes | None, bytes | None], None]
+    ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
-        self.store = store
+        self.apply = apply
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self, wait_s: float = 30.0) -> bool:
         """Start following; wait until what the topic held at start is loaded. False on timeout."""
-        self._thread = threading.Thread(target=self._run, name="driftline-profiles", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"follow-{self.topic}", daemon=True)
         self._thread.start()
         return self._caught_up.wait(wait_s)
 
@@ -96,14 +104,12 @@ class ProfileFollower:
     def _run(self) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-        consumer: Any = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": "driftline-profiles-unused",  # required by librdkafka; never joined (assign)
-                "enable.auto.commit": False,
-                "fetch.message.max.bytes": 16 * 1024 * 1024,
-            }
-        )
+        consumer: Any = Consumer({
+            "bootstrap.servers": self.bootstrap,
+            "group.id": "driftline-follower-unused",  # required by librdkafka; never joined (assign)
+            "enable.auto.commit": False,
+            "fetch.message.max.bytes": 16 * 1024 * 1024,
+        })
         try:
             while not self._stop.is_set():
                 try:
@@ -111,13 +117,12 @@ class ProfileFollower:
                     parts = sorted(meta.topics[self.topic].partitions)
                     break
                 except Exception as exc:  # topic not there yet, broker not ready
-                    log.warning("profiles: waiting for topic %s: %s", self.topic, exc)
+                    log.warning("%s: waiting for the topic: %s", self.topic, exc)
                     time.sleep(1)
             else:
                 return
-            ends = {
-                p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1] for p in parts
-            }
+            ends = {p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+                    for p in parts}
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
             pending = {p for p, end in ends.items() if end > 0}
             if not pending:
@@ -127,9 +132,9 @@ class ProfileFollower:
                 if msg is None:
                     continue
                 if msg.error():
-                    log.warning("profiles: %s", msg.error())
+                    log.warning("%s: %s", self.topic, msg.error())
                     continue
-                self.store.apply(msg.key(), msg.value())
+                self.apply(msg.key(), msg.value())
                 p = msg.partition()
                 if p in pending and msg.offset() + 1 >= ends[p]:
                     pending.discard(p)
@@ -137,3 +142,11 @@ class ProfileFollower:
                         self._caught_up.set()
         finally:
             consumer.close()
+
+
+def follow_profiles(bootstrap: str, topic: str, store: ProfileStore, wait_s: float = 30.0) -> TopicFollower:
+    """Start following the profiles topic into ``store``; returns once caught up (or after ``wait_s``)."""
+    follower = TopicFollower(bootstrap, topic, store.apply)
+    if not follower.start(wait_s):
+        log.warning("profiles: not caught up with %s after %.0f s; going on", topic, wait_s)
+    return follower

@@ -203,13 +203,16 @@ def test_a_replaced_profile_takes_effect_while_the_worker_runs(
     settings: Settings, detection_worker: Any, tmp_path: Path
 ) -> None:
     publish_profile(settings, tmp_path)
-    detection_worker()
+    worker = detection_worker()
     preds, _ = make_records()
     shifted = preds[STABLE_BATCHES:]
     send(settings, shifted[:4], "predictions")  # one window against the old reference: drift
     reader = TopicReader(settings, settings.topic("signals"))
     try:
         assert reader.poll_until(lambda r: by_kind(r.signals(), "data_drift", feature="amount"))
+        # a broken record on the profiles topic is ignored (and counted): the old reference stays
+        publish(settings, profile_key("fraud", None), b'{"schema": "driftline.profile/v1", "model": 1}')
+        assert wait_metric(worker, "driftline_profiles_invalid_total", 1) >= 1
         # the team accepts the new normal: a profile built from the shifted traffic replaces the old one
         rows = tmp_path / "new.jsonl"
         rng = np.random.default_rng(9)
