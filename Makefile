@@ -17,13 +17,18 @@ demo: $(STAMP)  ## local broker + worker + simulated model servers, live output 
 test: $(STAMP) peers  ## unit + integration tests (starts a real local Kafka broker)
 	$(VENV)/bin/pytest -q -ra $(ARGS)
 
-# Real peers from Debian's packages: promtool (prometheus) checks the exposition format.
-# Installed when missing and we are root; otherwise the tests that need it say they skipped.
+# Real peers from Debian's packages: promtool (prometheus) checks the exposition format, and
+# Alertmanager receives the notifier's alerts. Installed when missing and we are root; otherwise
+# the tests that need them say they skipped.
+PEERS := prometheus:promtool prometheus-alertmanager:prometheus-alertmanager
 peers:
-	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
-	  { apt-get install -y -q prometheus >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q prometheus >/dev/null 2>&1; }; } ; } || \
-	  echo "promtool not available: its test will be skipped"
+	@for peer in $(PEERS); do pkg=$${peer%%:*}; cmd=$${peer##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	    { apt-get install -y -q $$pkg >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$pkg >/dev/null 2>&1; }; } ; } || \
+	    echo "$$cmd not available: its tests will be skipped"; done
+	@# the package's own service would listen on 9093, the local broker's controller port: tests run their own
+	@service prometheus-alertmanager stop >/dev/null 2>&1 || true
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit $(ARGS)
