@@ -6,6 +6,7 @@
     driftline simulate                 simulated model servers (uses the SDK)
     driftline demo                     broker + topics + worker + simulator, live output
     driftline profile build|publish|show   reference profiles for drift detection
+    driftline notify                   deliver alert events to receivers (webhook, Slack, email, Alertmanager)
 """
 
 from __future__ import annotations
@@ -143,6 +144,30 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return run(args, _settings(args))
 
 
+def cmd_notify(args: argparse.Namespace) -> int:
+    """Run the notifier until SIGINT or SIGTERM (its own consumer group on the alerts topic)."""
+    from streams.broker.admin import create_topics
+    from streams.notify.config import notify_config
+    from streams.notify.dedup import FileDeliveryLog
+    from streams.notify.service import run
+
+    s = _settings(args)
+    try:
+        cfg = notify_config(s.extra.get("notify"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    Path(cfg.delivery_log).parent.mkdir(parents=True, exist_ok=True)
+    create_topics(s)
+    stopping: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stopping.append(signum))
+    print(f"notify: {len(cfg.channels)} receivers ({', '.join(sorted(cfg.channels))}), "
+          f"delivery log {cfg.delivery_log}", flush=True)
+    delay_s = float(os.environ.get("DRIFTLINE_NOTIFY_FAULT_COMMIT_DELAY_S", "0"))  # fault injection (tests)
+    run(s, cfg, FileDeliveryLog(cfg.delivery_log), stop=lambda: bool(stopping), commit_delay_s=delay_s)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="driftline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="build: write the profile to this file")
     pr.add_argument("--publish", action="store_true", help="build: publish to the profiles topic")
     pr.set_defaults(func=cmd_profile)
+    nt = sub.add_parser("notify", help="deliver alert events to the configured receivers")
+    nt.set_defaults(func=cmd_notify)
     for name, func, dur in (("simulate", cmd_simulate, 60.0), ("demo", cmd_demo, 0.0)):
         sp = sub.add_parser(name)
         sp.add_argument("--models", type=int, default=3)

@@ -12,3 +12,4 @@ class Reason(StrEnum):
     INVALID_BATCH = "invalid_batch"  # a column batch whose arrays differ in length
     DUPLICATE_EVENT_ID = "duplicate_event_id"  # the same event id twice in one record
     INTERNAL_ERROR = "internal_error"  # a bug in the worker; the input is kept for replay
+    UNDELIVERABLE = "undeliverable"  # an alert no receiver route could deliver after retries (notifier)

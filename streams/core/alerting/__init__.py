@@ -1,0 +1,1 @@
+"""Alerting: rules over metrics snapshots and signals, alert lifecycle, inhibition and silences."""
