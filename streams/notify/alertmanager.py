@@ -102,10 +102,17 @@ def postable_alert(
     annotations = {str(k): str(v) for k, v in (alert.get("annotations") or {}).items()}
     annotations.setdefault("value", format_number(alert.get("value")))
     annotations.setdefault("threshold", format_number(alert.get("threshold")))
-    out: dict[str, Any] = {"labels": labels, "annotations": annotations,
-                           "startsAt": format_ms(int(alert["starts_at_ms"]))}
+    starts_ms = int(alert["starts_at_ms"])
+    if now_ms is not None:
+        # Alertmanager refuses startsAt after endsAt, and gives a firing alert endsAt = now + its
+        # resolve_timeout: an alert stamped with a producer's event time from a fast clock would be
+        # refused for good. Its true start is kept in the annotations.
+        if starts_ms > now_ms:
+            annotations.setdefault("driftline_starts_at_ms", str(starts_ms))
+        starts_ms = min(starts_ms, now_ms)
+    out: dict[str, Any] = {"labels": labels, "annotations": annotations, "startsAt": format_ms(starts_ms)}
     if alert.get("status") == "resolved" and alert.get("ends_at_ms") is not None:
-        out["endsAt"] = format_ms(int(alert["ends_at_ms"]))
+        out["endsAt"] = format_ms(max(int(alert["ends_at_ms"]), starts_ms))
     elif firing_ttl_s is not None and now_ms is not None:
         out["endsAt"] = format_ms(now_ms + round(firing_ttl_s * 1000))
     if generator_url:

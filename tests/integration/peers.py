@@ -39,9 +39,15 @@ class Alertmanager:
         cfg.write_text('route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n')
         self.log = workdir / "alertmanager.log"
         self.proc = subprocess.Popen(
-            [binary, f"--config.file={cfg}", f"--storage.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
-            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            [
+                binary,
+                f"--config.file={cfg}",
+                f"--storage.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=open(self.log, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
         )
         self._wait_ready()
 
