@@ -7,6 +7,7 @@
     driftline demo                     broker + topics + worker + simulator, live output
     driftline profile build|publish|show   reference profiles for drift detection
     driftline notify                   deliver alert events to receivers (webhook, Slack, email, Alertmanager)
+    driftline silence add|list|expire  silence alerts by label matchers (control topic)
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     dl = create_app(s, live_interval_s=args.live)
     if s.detection.enabled:
         dl.follow_profiles()
+    if s.alert_rules:
+        dl.follow_control()
     worker = faust.Worker(dl.app, loglevel=s.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
@@ -168,6 +171,12 @@ def cmd_notify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_silence(args: argparse.Namespace) -> int:
+    from streams.silence_cli import cmd_silence as run
+
+    return run(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="driftline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_profile)
     nt = sub.add_parser("notify", help="deliver alert events to the configured receivers")
     nt.set_defaults(func=cmd_notify)
+    si = sub.add_parser("silence", help="silence alerts: add, list, expire")
+    si.add_argument("action", choices=["add", "list", "expire"])
+    si.add_argument("id", nargs="?", help="expire: the silence id")
+    si.add_argument("--match", action="append", help="name=value, name!=value, name=~regex, name!~regex")
+    si.add_argument("--duration", default="2h", help="how long, e.g. 30m, 2h (default 2h)")
+    si.add_argument("--comment", help="why")
+    si.add_argument("--by", help="who (default: the current user)")
+    si.set_defaults(func=cmd_silence)
     for name, func, dur in (("simulate", cmd_simulate, 60.0), ("demo", cmd_demo, 0.0)):
         sp = sub.add_parser(name)
         sp.add_argument("--models", type=int, default=3)

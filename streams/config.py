@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from streams.core.alerting.rules import DEFAULT_RULES, Rule, parse_rules
 from streams.core.detection.config import (
     AnomalyConfig,
     ConceptConfig,
@@ -58,6 +59,7 @@ class Settings:
     log_level: str = "warn"
     metrics: EngineConfig = field(default_factory=EngineConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
+    alert_rules: tuple[Rule, ...] = DEFAULT_RULES
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -115,7 +117,7 @@ def load_settings(
     accepted alias for the bootstrap address.
     """
     env = os.environ if env is None else env
-    known = {f.name for f in fields(Settings)} - {"extra", "metrics", "detection"}
+    known = {f.name for f in fields(Settings)} - {"extra", "metrics", "detection", "alert_rules"}
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     config_path = path or env.get("DRIFTLINE_CONFIG")
@@ -147,7 +149,15 @@ def load_settings(
     models = extra.get("models") or {}
     metrics = engine_config(extra.get("metrics") or {}, models, str(config_path))
     detection = detection_config(extra.get("detection") or {}, models, str(config_path))
-    settings = replace(Settings(), **values, metrics=metrics, detection=detection, extra=extra)
+    rules = DEFAULT_RULES
+    if "rules" in extra:
+        try:
+            rules = parse_rules(extra["rules"] or [])
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (from {config_path})") from None
+    settings = replace(
+        Settings(), **values, metrics=metrics, detection=detection, alert_rules=rules, extra=extra
+    )
     _check(settings)
     return settings
 

@@ -101,6 +101,7 @@ class DetectionStage:
         self.clock = clock
         self.engines: dict[int, DetectionEngine] = {}
         self.recent: deque[dict[str, Any]] = deque(maxlen=12)  # for the live view
+        self.signal_listeners: list[Callable[[int, dict[str, Any]], None]] = []  # alerting
 
     def engine(self, partition: int) -> DetectionEngine:
         eng = self.engines.get(partition)
@@ -162,3 +163,5 @@ class DetectionStage:
             self.emit_signal(sig["model"].encode(), orjson.dumps(sig))
             self.exporter.observe_signal(sig)
             self.recent.append(sig)
+            for listener in self.signal_listeners:
+                listener(eng.partition, sig)

@@ -9,6 +9,7 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
 
+from streams.app.alerting_stage import AlertingStage, LockedSilences, wall_ms
 from streams.app.detection_stage import DetectionStage
 from streams.app.ingest import IngestStage, Router
 from streams.app.live import FlowStats
@@ -42,11 +43,20 @@ class Driftline:
     detection_stage: DetectionStage
     profiles: ProfileStore
     state_table: Any
+    alerting: AlertingStage
 
     def follow_profiles(self, wait_s: float = 30.0) -> TopicFollower:
         """Start reading the profiles topic (call before the worker starts; blocks until caught up)."""
         s = self.settings
         return follow_profiles(s.bootstrap, s.topic("profiles"), self.profiles, wait_s)
+
+    def follow_control(self, wait_s: float = 30.0) -> TopicFollower:
+        """Start reading the control topic (silences) whole; blocks until caught up."""
+        silences = self.alerting.silences
+        follower = TopicFollower(self.settings.bootstrap, self.settings.topic("control"),
+                                 lambda k, v: silences.apply_record(k, v, wall_ms()))
+        follower.start(wait_s)
+        return follower
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None,
@@ -123,8 +133,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
         router.on_feedback.append(stage.on_feedback)
         router.after_record.append(stage.after_record)
     detection = _detection(app, settings, stage, table, registry, router)
+    alerting = _alerting(app, settings, stage, detection, table)
     dl = Driftline(app, settings, registry, metrics, router, ingest, flow, stage, detection,
-                   detection.profiles, table)
+                   detection.profiles, table, alerting)
     _wire(dl)
     if live_interval_s > 0:
         _wire_live(dl, live_interval_s)
@@ -133,11 +144,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
     async def advance_metrics() -> None:
         stage.tick()
         detection.tick()
+        alerting.tick()
 
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator,arg-type]
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
         stage.forget({tp.partition for tp in revoked})
         detection.forget({tp.partition for tp in revoked})
+        alerting.forget({tp.partition for tp in revoked})
 
     del advance_metrics, on_revoked
     return dl
@@ -166,6 +179,22 @@ def _detection(app: faust.App, settings: Settings, metrics_stage: MetricsStage, 
         router.on_predictions.append(stage.on_predictions)
         router.on_telemetry.append(stage.on_telemetry)
         metrics_stage.match_listeners.append(stage.matches_of)
+    return stage
+
+
+def _alerting(app: faust.App, settings: Settings, metrics_stage: MetricsStage, detection: DetectionStage,
+              table: Any) -> AlertingStage:
+    alerts_topic = app.topic(settings.topic("alerts"), key_type=bytes, value_type=bytes,
+                             key_serializer="raw", value_serializer="raw")
+
+    def emit(key: bytes, value: bytes) -> None:
+        alerts_topic.send_soon(key=key, value=value)
+
+    stage = AlertingStage(settings.alert_rules, FaustTableStore(table), emit, LockedSilences())
+    on_before_flush(app, stage.flush_writes)
+    if settings.alert_rules:
+        metrics_stage.snapshot_listeners.append(stage.on_snapshot)
+        detection.signal_listeners.append(stage.on_signal)
     return stage
 
 

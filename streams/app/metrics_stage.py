@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -60,6 +60,8 @@ class MetricsStage:
         self._last_advance_ms: dict[int, int] = {}
         # Later stages that want joined labels (detection): a listener per partition's engine.
         self.match_listeners: list[Callable[[int], MatchListener]] = []
+        # ... and snapshots (alerting): called with the partition and the snapshot.
+        self.snapshot_listeners: list[Callable[[int, dict[str, Any]], None]] = []
 
     def engine(self, partition: int) -> MetricsEngine:
         eng = self.engines.get(partition)
@@ -124,3 +126,5 @@ class MetricsStage:
         for snap in eng.take_snapshots():
             self.emit(snap["model"].encode(), orjson.dumps(snap))
             self.exporter.observe(snap)
+            for listener in self.snapshot_listeners:
+                listener(eng.partition, snap)
