@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
 
+from streams.app.ingest import wall_ms
 from streams.app.metrics_stage import StateStore
 from streams.core.alerting.evaluate import RuleEvaluator
 from streams.core.alerting.lifecycle import Lifecycle
@@ -34,10 +34,6 @@ log = logging.getLogger(__name__)
 Sink = Callable[[bytes, bytes], None]
 STATE_KIND = "a:state"
 SILENCE_PREFIX = b"silence:"
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class LockedSilences(SilenceSet):

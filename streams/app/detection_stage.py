@@ -11,7 +11,6 @@ cells, before every offset commit.
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from streams.app.ingest import RecordPos
+from streams.app.ingest import RecordPos, wall_ms
 from streams.app.metrics_stage import StateStore
 from streams.app.profiles import ProfileStore, profile_key
 from streams.core.batches import PredictionBatch, TelemetryBatch
@@ -32,10 +31,6 @@ from streams.observability import DetectionExporter
 
 Sink = Callable[[bytes, bytes], None]
 log = logging.getLogger(__name__)
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def telemetry_batches(events: list[TelemetryV1]) -> list[TelemetryBatch]:

@@ -9,9 +9,9 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streams.app.alerting_stage import AlertingStage, LockedSilences, wall_ms
+from streams.app.alerting_stage import AlertingStage, LockedSilences
 from streams.app.detection_stage import DetectionStage
-from streams.app.ingest import IngestStage, Router
+from streams.app.ingest import IngestStage, Router, wall_ms
 from streams.app.live import FlowStats
 from streams.app.metrics_stage import MetricsStage
 from streams.app.profiles import ProfileStore, TopicFollower, follow_profiles

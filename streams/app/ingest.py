@@ -20,6 +20,11 @@ from streams.events.reasons import Reason
 from streams.observability import PipelineMetrics
 
 
+def wall_ms() -> int:
+    """Processing time in epoch ms: the app layer's one wall clock (core takes time as an argument)."""
+    return int(time.time() * 1000)
+
+
 @dataclass(frozen=True, slots=True)
 class RecordPos:
     """Where a batch was read: stages key their idempotence on it.
@@ -106,7 +111,7 @@ class IngestStage:
     """Decode -> route -> collect dead letters, with metrics; never raises on input."""
 
     def __init__(self, decoder: Decoder, router: Router, metrics: PipelineMetrics,
-                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+                 wall_ms: Callable[[], int] = wall_ms) -> None:
         self.decoder = decoder
         self.router = router
         self.metrics = metrics

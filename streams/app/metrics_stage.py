@@ -10,13 +10,12 @@ its last windows closed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import orjson
 
-from streams.app.ingest import RecordPos
+from streams.app.ingest import RecordPos, wall_ms
 from streams.core.batches import FeedbackBatch, PredictionBatch
 from streams.core.engine import MatchListener, MetricsEngine
 from streams.core.metrics_config import EngineConfig
@@ -32,10 +31,6 @@ class StateStore(Protocol):
 
 
 SnapshotSink = Callable[[bytes, bytes], None]
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class MetricsStage:

@@ -34,7 +34,6 @@ from streams.core.outcomes import TaskConfig, error_stream
 Cell = tuple[bytes, bytes | None]
 ProfileLookup = Callable[[str, str], tuple[str, ReferenceProfile] | None]
 TaskLookup = Callable[[str], TaskConfig]
-KINDS = ("d:concept", "d:data", "d:warm", "d:ownprof", "d:latency", "d:host", "d:silence")
 
 
 class DetectionEngine:
