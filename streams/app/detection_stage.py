@@ -11,6 +11,7 @@ cells, before every offset commit.
 from __future__ import annotations
 
 import logging
+import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -24,9 +25,12 @@ from streams.app.profiles import ProfileStore, profile_key
 from streams.core.batches import PredictionBatch, TelemetryBatch
 from streams.core.detection.config import DetectionConfig
 from streams.core.detection.engine import DetectionEngine
+from streams.core.detection.inputs import InputCounts
 from streams.core.join import Match
 from streams.core.metrics_config import EngineConfig
+from streams.events.codec import Decoded
 from streams.events.models import TelemetryV1
+from streams.events.reasons import Reason
 from streams.observability import DetectionExporter
 
 Sink = Callable[[bytes, bytes], None]
@@ -70,6 +74,39 @@ def telemetry_batches(events: list[TelemetryV1]) -> list[TelemetryBatch]:
             )
         )
     return out
+
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def model_of(key: bytes | None, decoded: Decoded) -> str | None:
+    """The model a record belongs to: its key (the SDK keys by model name), else its first batch's."""
+    if key:
+        try:
+            name = key.decode("utf-8")
+        except UnicodeDecodeError:
+            name = ""
+        if _MODEL_NAME.fullmatch(name):
+            return name
+    for batches in (decoded.predictions, decoded.feedback, decoded.telemetry):
+        if batches:
+            return str(batches[0].model)
+    return None
+
+
+def input_counts(decoded: Decoded) -> InputCounts | None:
+    """(accepted events, accepted records, refused events, refused whole records); None for neither.
+
+    An ``internal_error`` is the worker's bug, not the producer's: it is not counted against the input.
+    """
+    accepted = sum(len(b) for b in decoded.predictions) + sum(len(b) for b in decoded.feedback)
+    accepted += len(decoded.telemetry)
+    rejected = [r for r in decoded.rejected if r.reason is not Reason.INTERNAL_ERROR]
+    per_event = sum(1 for r in rejected if r.batch_index is not None)
+    whole = len(rejected) - per_event
+    if not (accepted or rejected):
+        return None
+    return accepted, int(accepted > 0), per_event, whole
 
 
 class DetectionStage:
@@ -120,6 +157,18 @@ class DetectionStage:
         eng = self.engine(pos.partition)
         for b in telemetry_batches(events):
             eng.on_telemetry(b, pos.source, pos.offset, pos.received_ms)
+        self._drain(eng)
+
+    def on_outcome(self, pos: RecordPos, key: bytes | None, decoded: Decoded) -> None:
+        """A record's accepted and refused events, charged to the model of its key (invalid input)."""
+        counts = input_counts(decoded)
+        if counts is None:
+            return
+        model = model_of(key, decoded)
+        if model is None:
+            return
+        eng = self.engine(pos.partition)
+        eng.on_input(model, counts, pos.source, pos.offset, pos.received_ms)
         self._drain(eng)
 
     def matches_of(self, partition: int) -> Callable[[str, list[Match], str, int, int], None]:

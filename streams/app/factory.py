@@ -133,6 +133,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
         router.on_feedback.append(stage.on_feedback)
         router.after_record.append(stage.after_record)
     detection = _detection(app, settings, stage, table, registry, router)
+    if settings.detection.enabled:
+        ingest.outcome_listeners.append(detection.on_outcome)
     alerting = _alerting(app, settings, stage, detection, table)
     dl = Driftline(app, settings, registry, metrics, router, ingest, flow, stage, detection,
                    detection.profiles, table, alerting)

@@ -7,6 +7,7 @@ Kept free of faust so it can be driven directly in tests; the agent in
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ PredictionHandler = Callable[[PredictionBatch, RecordPos], None]
 FeedbackHandler = Callable[[FeedbackBatch, RecordPos], None]
 TelemetryHandler = Callable[[list[TelemetryV1], RecordPos], None]
 RecordHandler = Callable[[RecordPos], None]
+#: After each record: its position, its Kafka key, and what decoding made of it (rejects included).
+OutcomeHandler = Callable[[RecordPos, bytes | None, Decoded], None]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -116,6 +119,7 @@ class IngestStage:
         self.router = router
         self.metrics = metrics
         self.wall_ms = wall_ms
+        self.outcome_listeners: list[OutcomeHandler] = []
 
     def process(self, topic: str, partition: int, offset: int, key: bytes | None,
                 value: bytes | None) -> list[DeadLetter]:
@@ -134,6 +138,12 @@ class IngestStage:
         out = [dead_letter(r, topic, partition, offset, key, now_ms) for r in decoded.rejected]
         for d in out:
             m.events_invalid.labels(d.reason).inc()
+        pos = RecordPos(topic, partition, offset, now_ms)
+        for listener in self.outcome_listeners:
+            try:
+                listener(pos, key, decoded)
+            except Exception as exc:  # bookkeeping must not lose the record's dead letters
+                logging.getLogger(__name__).error("ingest: outcome listener failed: %r", exc)
         return out
 
     def _count(self, d: Decoded, now_ms: int) -> None:

@@ -177,7 +177,8 @@ class DeadLetterV1(msgspec.Struct, tag_field="schema", tag=DEAD_LETTER_V1, omit_
 Evidence = dict[Key, Finite | ShortText | bool | list[Finite | ShortText] | None]
 Fingerprint = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16,64}$(?!\n)")]
 SignalKind = Literal["concept_drift", "data_drift", "prediction_drift", "multivariate_drift", "anomaly",
-                     "memory_leak", "silence", "gpu_saturation"]
+                     "memory_leak", "silence", "gpu_saturation",
+                     "invalid_input"]
 
 
 class SignalV1(msgspec.Struct, tag_field="schema", tag=SIGNAL_V1, omit_defaults=True):

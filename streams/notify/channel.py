@@ -43,23 +43,32 @@ ENVELOPE_VERSION = "driftline.notification/v1"
 """The ``version`` of the JSON envelope sent by the webhook and stdout channels."""
 
 _KEY_DOMAIN = b"driftline.notify.idempotency/v1"
+_KEY_DOMAIN_V2 = b"driftline.notify.idempotency/v2"
 
 
 def idempotency_key(alert: Mapping[str, Any], receiver: str) -> str:
     """The idempotency key of one alert state change delivered to one receiver.
 
     The key is a BLAKE2b-128 digest (32 hex digits) of the alert's
-    ``fingerprint``, ``status`` and ``starts_at_ms``, its ``ends_at_ms`` when
-    resolved, and the receiver's name. It is *derived*, never random, so that a
-    replayed alert event (a consumer restarted before committing its offset, a
-    topic re-read) yields the same key: the delivery log then recognises it,
+    ``fingerprint``, ``status``, its episode (``evidence.episode``) and, when
+    firing, the episode's firing count (``evidence.notification_seq``), and
+    the receiver's name. Events without an episode (written by older workers
+    or by hand) use ``starts_at_ms`` and, when resolved, ``ends_at_ms``
+    instead. Episodes exist because those times are processing times: a worker
+    that crashed after writing an event, before saving its state, writes it
+    again with a later ``starts_at_ms``, but the same episode.
+
+    The key is *derived*, never random, so that a replayed alert event (a
+    consumer restarted before committing its offset, a topic re-read) yields
+    the same key: the delivery log then recognises it,
     and a receiver that de-duplicates on ``Idempotency-Key`` (or an email
     client on ``Message-ID``) sees one notification however often it is sent.
 
-    ``value``, ``evidence`` and annotations are left out on purpose: they may
+    ``value``, the rest of ``evidence`` and annotations are left out on purpose: they may
     differ between two emissions of the same state change (a re-evaluation),
-    which must not notify twice. A re-fire of the same alert after it resolved
-    has a new ``starts_at_ms`` and so a new key. The receiver is part of the key
+    which must not notify twice. A repeat (``repeat_interval``) has the next
+    ``notification_seq`` and so a new key; a re-fire of the same alert after
+    it resolved is a new episode and so a new key. The receiver is part of the key
     because one alert routed to two receivers is two deliveries, each to be
     acknowledged on its own.
 
@@ -94,6 +103,18 @@ def idempotency_key(alert: Mapping[str, Any], receiver: str) -> str:
         starts = int(alert["starts_at_ms"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"alert: cannot derive an idempotency key ({type(exc).__name__}: {exc})") from None
+    evidence = alert.get("evidence") or {}
+    episode, seq = evidence.get("episode"), evidence.get("notification_seq")
+    if isinstance(episode, str) and episode:
+        # The lifecycle's episode id is replay-stable where starts_at_ms is not (processing time).
+        # A firing event is one per (episode, seq): repeats are new notifications; a resolve is
+        # one per episode.
+        if status == "firing" and (isinstance(seq, bool) or not isinstance(seq, int)):
+            raise ValueError("alert.evidence.notification_seq: required with evidence.episode when firing")
+        which = str(seq) if status == "firing" else ""
+        parts = [_KEY_DOMAIN_V2, fingerprint.encode(), status.encode(), episode.encode(), which.encode(),
+                 receiver.encode("utf-8")]
+        return hashlib.blake2b(b"\x00".join(parts), digest_size=16).hexdigest()
     ends = ""
     if status == "resolved":
         if alert.get("ends_at_ms") is None:

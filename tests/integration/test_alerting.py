@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from streams.config import Settings
-from tests.integration.conftest import settings_env
+from tests.integration.conftest import producer, settings_env
 from tests.integration.test_detection import (
     BATCH,
     CONFIG,
@@ -92,5 +92,39 @@ def test_drift_fires_alerts_with_evidence_and_a_silence_mutes_them(
         # one alert per (rule, labels): no storm
         keys = [(a["fingerprint"], a["status"], a["starts_at_ms"]) for a in firing]
         assert len(keys) == len(set(keys))
+    finally:
+        reader.close()
+
+
+def test_a_flood_of_malformed_input_fires_invalid_input_and_holds_back_drift_alerts(
+    settings: Settings, config_workers: Any, tmp_path: Path
+) -> None:
+    """Every third record is garbage, keyed by the model as the SDK keys it."""
+    publish_profile(settings, tmp_path)
+    worker = config_workers(CONFIG)
+    preds, _ = make_records()
+    p = producer(settings)
+    for i, r in enumerate(preds):
+        p.produce(settings.topic("predictions"), key=b"fraud", value=orjson.dumps(r))
+        if i % 3 == 2:
+            p.produce(settings.topic("predictions"), key=b"fraud", value=b"\x00 not an event")
+    assert p.flush(30) == 0
+    assert wait_metric(worker, "driftline_events_in_total", len(preds) * BATCH, kind="prediction")
+    reader = TopicReader(settings, settings.topic("alerts"))
+    try:
+
+        def fired(r: TopicReader) -> bool:
+            firing = [a for a in alerts_of(r) if a["status"] == "firing"]
+            return any(a["signal"] == "invalid_input" for a in firing) and any(
+                a["signal"] == "drift" for a in firing
+            )
+
+        assert reader.poll_until(fired, timeout_s=60), alerts_of(reader)
+        firing = [a for a in alerts_of(reader) if a["status"] == "firing"]
+        (bad,) = [a for a in firing if a["signal"] == "invalid_input"]
+        assert bad["model"] == "fraud" and bad["severity"] == "critical"
+        assert bad["evidence"]["rejected_records"] >= 1 and bad["value"] >= 0.05
+        drift = [a for a in firing if a["signal"] == "drift"]
+        assert all(f"inhibited_by:{bad['fingerprint']}" in a["evidence"].get("muted_by", []) for a in drift)
     finally:
         reader.close()

@@ -11,6 +11,12 @@ absent. As in Prometheus and Alertmanager:
 * active while firing: nothing, except one repeat ``firing`` event each
   ``repeat_interval_ms`` (on :meth:`Lifecycle.tick`), so a notifier that lost
   one learns it again and a long incident is not forgotten.
+
+Every event names its **episode** (``evidence.episode``: a digest of the input
+that opened the activation, stable under replay) and, for firing events, the
+number of firing events sent in it so far (``evidence.notification_seq``: 1
+for the first, then repeats and un-mutes). Notifiers key idempotency on these,
+not on times, so a repeat is a new notification and a replayed one is not.
 * inactive while pending: dropped silently. A condition that flaps faster than
   ``for_ms`` therefore never fires.
 * inactive while firing: **resolved**, with a ``resolved`` event
@@ -63,6 +69,8 @@ ALERT_V1 = "driftline.alert/v1"
 DEFAULT_REPEAT_INTERVAL_MS = 4 * 3_600_000
 DEFAULT_RESOLVE_RETENTION_MS = 15 * 60_000
 _STATE_VERSION = 1
+#: State fields added after version 1 was first written: absent in older states, read with defaults.
+_OPTIONAL_STATE = frozenset({"episode", "sends"})
 _MAX_EPOCH_MS = 253_402_300_799_999
 #: A summary for rules that define none.
 DEFAULT_SUMMARY = "{alertname} on {model} {version} {feature} {host}: {value:.4g} (threshold {threshold:.4g})"
@@ -118,6 +126,24 @@ def _epoch(ms: int) -> int:
     return min(max(int(ms), 0), _MAX_EPOCH_MS)
 
 
+def _episode_id(fp: str, obs: Observation) -> str:
+    """The id of an activation: a digest of the *input* that opened it, never of the clock.
+
+    A worker that crashes after writing an alert event but before its state
+    reaches the changelog replays that input after restart and opens the
+    activation again, at a later processing time, so ``starts_at_ms`` differs.
+    The episode does not: it comes from the signal's own replay-stable
+    ``signal_id``, or from the snapshot's window and revision, so notifiers
+    derive the same idempotency key and the receiver hears of it once.
+    Observations with neither (hand-made ones) fall back to their time.
+    """
+    ev = obs.evidence
+    ident = [fp, ev.get("signal_id"), ev.get("window_start_ms"), ev.get("window_end_ms"), ev.get("revision")]
+    if all(x is None for x in ident[1:]):
+        ident.append(obs.at_ms)
+    return hashlib.blake2b(orjson.dumps(ident), digest_size=8).hexdigest()
+
+
 @dataclass(slots=True)
 class AlertState:
     """Everything known about one tracked alert (read-only for callers; see :meth:`Lifecycle.alerts`)."""
@@ -139,6 +165,8 @@ class AlertState:
     ends_at_ms: int | None = None  # when it resolved
     last_sent_ms: int | None = None  # the last firing event
     muted_by: list[str] = field(default_factory=list)  # of the last firing event
+    episode: str = ""  # id of the input that opened this activation (see _episode_id)
+    sends: int = 0  # firing events sent in this episode (first, repeats, un-mutes)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -159,13 +187,15 @@ class AlertState:
             "ends_at_ms": self.ends_at_ms,
             "last_sent_ms": self.last_sent_ms,
             "muted_by": self.muted_by,
+            "episode": self.episode,
+            "sends": self.sends,
         }
 
     @classmethod
     def from_json(cls, raw: Any, where: str) -> AlertState:
         if not isinstance(raw, Mapping):
             raise ValueError(f"{where}: must be an object, got {type(raw).__name__}")
-        missing = sorted(set(cls.__dataclass_fields__) - set(raw))
+        missing = sorted(set(cls.__dataclass_fields__) - _OPTIONAL_STATE - set(raw))
         if missing:
             raise ValueError(f"{where}.{missing[0]}: missing field")
 
@@ -206,6 +236,11 @@ class AlertState:
         action = raw["action"]
         if action is not None and not isinstance(action, str):
             raise ValueError(f"{where}.action: must be a string or null")
+        episode, sends = raw.get("episode", ""), raw.get("sends", 0)
+        if not isinstance(episode, str):
+            raise ValueError(f"{where}.episode: must be a string")
+        if isinstance(sends, bool) or not isinstance(sends, int) or sends < 0:
+            raise ValueError(f"{where}.sends: must be an integer >= 0")
         return cls(
             fingerprint=raw["fingerprint"],
             labels=labels,
@@ -224,6 +259,8 @@ class AlertState:
             ends_at_ms=opt_int("ends_at_ms"),
             last_sent_ms=opt_int("last_sent_ms"),
             muted_by=list(muted),
+            episode=episode,
+            sends=sends,
         )
 
 
@@ -327,6 +364,7 @@ class Lifecycle:
                     threshold=None,
                     window_ms=0,
                     evidence={},
+                    episode=_episode_id(fp, obs),
                 )
             self._update(a, obs)
             if a.status is AlertStatus.PENDING and now - a.active_since_ms >= a.for_ms:
@@ -399,6 +437,7 @@ class Lifecycle:
 
     def _send_firing(self, a: AlertState, now: int) -> dict[str, Any]:
         a.last_sent_ms = now
+        a.sends += 1
         a.muted_by = self._muted_by(a, now)
         return self._event(a, now)
 
@@ -420,6 +459,9 @@ class Lifecycle:
         }
         if a.muted_by:
             evidence["muted_by"] = list(a.muted_by)
+        if a.episode:
+            evidence["episode"] = a.episode
+            evidence["notification_seq"] = a.sends
         values = {
             "alertname": a.rule,
             "model": a.labels.get("model", ""),

@@ -669,6 +669,21 @@ DEFAULT_RULES_RAW: tuple[dict[str, Any], ...] = (
         "action": "scale_out",
         "annotations": {"summary": "GPU {gpu} of {model} on {host} saturated ({value:.0f}%)"},
     },
+    # Invalid input: at least 5% of a model's events (and 20 of them) failed their contract over the
+    # last minute. They are in the dead-letter topic, not lost, but the model's monitoring is blind
+    # to them and its drift statistics see a biased rest, so drift alerts are inhibited meanwhile
+    # (inhibit.py). A producer bug, most often right after a client deploy: critical, and the fix is
+    # on the producer's side, so investigate (the dead letters carry the reason per event).
+    {
+        "name": "invalid_input",
+        "source": "signal",
+        "kinds": ["invalid_input"],
+        "severity": "critical",
+        "action": "investigate",
+        "annotations": {
+            "summary": "{model}: {value:.1%} of input events fail validation (threshold {threshold:.0%})",
+        },
+    },
 )
 
 DEFAULT_RULES: tuple[Rule, ...] = parse_rules(list(DEFAULT_RULES_RAW), "DEFAULT_RULES")

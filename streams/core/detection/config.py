@@ -130,9 +130,13 @@ class AnomalyConfig:
 
 @dataclass(frozen=True, slots=True)
 class OpsConfig:
-    """Operational signals from telemetry and traffic: silence, memory leak, GPU saturation."""
+    """Operational signals from telemetry and traffic: silence, invalid input, memory leak, GPU saturation."""
 
     silence_after_ms: int = 120_000
+    invalid_window_ms: int = 60_000
+    invalid_trigger_ratio: float = 0.05
+    invalid_clear_ratio: float = 0.01
+    invalid_min_rejected: int = 20
     leak_window_ms: int = 30 * 60_000
     leak_min_growth_bytes_per_h: float = 50 * 1024 * 1024
     gpu_util_percent: float = 95.0
@@ -141,8 +145,16 @@ class OpsConfig:
 
     def __post_init__(self) -> None:
         _positive(
-            self, "silence_after_ms", "leak_window_ms", "leak_min_growth_bytes_per_h", "gpu_sustained_ms"
+            self, "silence_after_ms", "leak_window_ms", "leak_min_growth_bytes_per_h", "gpu_sustained_ms",
+            "invalid_window_ms", "invalid_min_rejected",
         )
+        if self.invalid_window_ms % 1000:
+            raise ValueError(f"invalid_window_ms: must be whole seconds, got {self.invalid_window_ms}")
+        if not 0.0 < self.invalid_clear_ratio <= self.invalid_trigger_ratio <= 1.0:
+            raise ValueError(
+                "invalid_clear_ratio, invalid_trigger_ratio: need 0 < clear <= trigger <= 1, got "
+                f"{self.invalid_clear_ratio} and {self.invalid_trigger_ratio}"
+            )
         if not 0.0 < self.gpu_util_percent <= 100.0:
             raise ValueError(f"gpu_util_percent: must be in (0, 100], got {self.gpu_util_percent}")
         if not 0.0 < self.gpu_memory_fraction <= 1.0:

@@ -7,7 +7,8 @@ joined labels (it listens to the metrics engine's join); it hands back
 table (JSON cells, never pickle) and *profiles* it built from a version's
 first events, for the profiles topic.
 
-State is one cell per monitor (keys ``["d:<kind>", partition, model, ...]``);
+State is one cell per monitor (keys ``["d:<kind>", partition, model, ...]``;
+kinds concept, data, warm, ownprof, latency, host, input, silence);
 each monitor carries an :class:`~streams.core.detection.guard.OffsetGuard`, so
 a replay after a crash neither double counts nor re-detects.
 """
@@ -24,6 +25,7 @@ from streams.core.detection.concept import ConceptDrift, ConceptMonitor
 from streams.core.detection.config import DetectionConfig
 from streams.core.detection.data import DataMonitor
 from streams.core.detection.hosts import HostMonitor
+from streams.core.detection.inputs import InputCounts, InputMonitor
 from streams.core.detection.serving import LatencyMonitor
 from streams.core.detection.signals import make_signal
 from streams.core.drift.profile import ReferenceProfile
@@ -54,6 +56,7 @@ class DetectionEngine:
         self.data: dict[tuple[str, str], DataMonitor] = {}
         self.latency: dict[tuple[str, str], LatencyMonitor] = {}
         self.hosts: dict[tuple[str, str], HostMonitor] = {}
+        self.inputs: dict[str, InputMonitor] = {}
         self.silence = SilenceTracker(silence_after_ms=cfg.ops.silence_after_ms)
         self._dirty: dict[tuple[Any, ...], Any] = {}  # cell key -> monitor, JSON data, or None (delete)
         self._signals: list[dict[str, Any]] = []
@@ -160,11 +163,27 @@ class DetectionEngine:
         self._signals.extend(mon.add(batch, source, offset))
         self._dirty[("d:host", *key)] = mon
 
+    def on_input(self, model: str, counts: InputCounts, source: str, offset: int, now_ms: int) -> None:
+        """One record's accepted and rejected event counts, charged to ``model`` (its key)."""
+        self._contain("input", self._input, model, counts, source, offset, now_ms)
+
+    def _input(self, model: str, counts: InputCounts, source: str, offset: int, now_ms: int) -> None:
+        mon = self.inputs.get(model)
+        if mon is None:
+            mon = self.inputs[model] = InputMonitor(self.cfg.ops, model)
+        self._signals.extend(mon.add(counts, source, offset, now_ms))
+        self._dirty[("d:input", model)] = mon
+
     def advance(self, now_ms: int) -> None:
-        """Processing-time checks (silence): call on a timer."""
+        """Processing-time checks (silence, invalid input clearing): call on a timer."""
         for key, cond in self.silence.check(now_ms):
             self._silence_signal(key, cond, now_ms)
             self._dirty[("d:silence",)] = self.silence
+        for model, mon in self.inputs.items():
+            signals = mon.check(now_ms)
+            if signals:
+                self._signals.extend(signals)
+                self._dirty[("d:input", model)] = mon
 
     # -- output ------------------------------------------------------------------------------
 
@@ -249,6 +268,8 @@ class DetectionEngine:
             self.hosts[(rest[0], rest[1])] = HostMonitor.from_json(raw, self.cfg, rest[0], rest[1])
         elif kind == "d:silence":
             self.silence = SilenceTracker.from_state(raw)
+        elif kind == "d:input":
+            self.inputs[rest[0]] = InputMonitor.from_json(raw, self.cfg.ops, rest[0])
 
     # -- signals -----------------------------------------------------------------------------
 

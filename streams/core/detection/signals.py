@@ -27,6 +27,7 @@ Kind = Literal[
     "memory_leak",
     "silence",
     "gpu_saturation",
+    "invalid_input",
 ]
 KINDS: tuple[str, ...] = get_args(Kind)
 _MAX_TEXT = 1024

@@ -292,6 +292,38 @@ def test_replayed_alert_event_gives_the_same_key_and_state_changes_do_not() -> N
         idempotency_key({**RESOLVED, "ends_at_ms": None}, "ops")
 
 
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        # the same episode and firing count: a replay, whatever the processing times say
+        ({"starts_at_ms": 1}, {"starts_at_ms": 2}, True),
+        # a repeat: the next firing count of the episode
+        ({}, {"notification_seq": 2}, False),
+        # a re-fire after a resolve: a new episode
+        ({}, {"episode": "00000000000000ff"}, False),
+        # a resolve is one per episode, whenever it was stamped
+        (
+            {"status": "resolved", "ends_at_ms": 5},
+            {"status": "resolved", "ends_at_ms": 6, "notification_seq": 3},
+            True,
+        ),
+        ({"status": "resolved", "ends_at_ms": 5}, {}, False),
+    ],
+)
+def test_episode_keys(a: dict[str, Any], b: dict[str, Any], same: bool) -> None:
+    def alert(change: dict[str, Any]) -> dict[str, Any]:
+        evidence = {"episode": change.pop("episode", "00000000000000aa"),
+                    "notification_seq": change.pop("notification_seq", 1)}
+        return {**FIRING, **change, "evidence": evidence}
+
+    assert (idempotency_key(alert(dict(a)), "ops") == idempotency_key(alert(dict(b)), "ops")) is same
+
+
+def test_episode_key_needs_the_firing_count() -> None:
+    with pytest.raises(ValueError, match="notification_seq"):
+        idempotency_key({**FIRING, "evidence": {"episode": "00000000000000aa"}}, "ops")
+
+
 def test_retry_after_parsing() -> None:
     assert parse_retry_after("12", 0.0) == 12.0
     assert parse_retry_after("-3", 0.0) == 0.0

@@ -233,6 +233,7 @@ def test_default_rules() -> None:
         "memory_leak": ("warning", "investigate"),
         "silence": ("critical", "investigate"),
         "gpu_saturation": ("warning", "scale_out"),
+        "invalid_input": ("critical", "investigate"),
     }
     assert {k: (r.severity, r.action) for k, r in kinds.items()} == expected
     # Every default has a summary.
