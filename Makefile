@@ -46,7 +46,7 @@ bench: $(STAMP)  ## benchmarks in loadtest/, JSON results under .driftline/bench
 	$(VENV)/bin/python loadtest/bench_detection.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check streams tests loadtest
+	$(VENV)/bin/ruff check streams tests loadtest examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -99,7 +99,9 @@ def assert_accepted(value: Any, where: str) -> None:
 
 # -- files ---------------------------------------------------------------------
 def test_the_expected_files_exist() -> None:
-    assert sorted(p.name for p in SCHEMAS.glob("*.json")) == FILES
+    # silence.v1.json describes a control-topic value, not an event: no `schema` tag, so it is
+    # not in FILES (whose examples validate as records); test_silence_schema.py covers it.
+    assert sorted(p.name for p in SCHEMAS.glob("*.json")) == sorted([*FILES, "silence.v1.json"])
 
 
 @pytest.mark.parametrize("name", FILES)
