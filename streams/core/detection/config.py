@@ -69,9 +69,15 @@ class DataConfig:
     chunk_events: int = 250
     domain_every_ms: int = 5 * 60_000
     domain_min_auc: float = 0.75
+    # Above this event rate per model version the tests see a uniform, replay-stable sample: their
+    # cost stays bounded under high volume while their power does not need more (two minutes of a
+    # window at this rate is far beyond what KS or chi-squared need for PSI 0.05). 0: every event.
+    max_events_per_s: int = 2_000
 
     def __post_init__(self) -> None:
         _positive(self, "window_events", "chunk_events", "max_window_events")
+        if self.max_events_per_s < 0:
+            raise ValueError(f"max_events_per_s: must not be negative, got {self.max_events_per_s}")
         if self.window_ms < 0:
             raise ValueError(f"window_ms: must not be negative, got {self.window_ms}")
         if not 0.0 < self.alpha < 1.0:

@@ -13,6 +13,11 @@ Two complementary views, both against the same reference:
   replay). At most every ``domain_every_ms`` of event time a window keeps a
   row sample and a domain classifier tells reference rows from current rows;
   its AUC is the multivariate drift score.
+* **Bounded cost.** Above ``max_events_per_s`` per model version (measured
+  over the previous window, in event time) both views see a uniform random
+  sample of the rows, drawn from keys seeded by the batch's position, so a
+  replay samples the same rows. Window and chunk sizes count sampled rows, so
+  tests keep their power; only the cost stops growing with traffic.
 * **Sequential detectors.** Per numeric feature, Page-Hinkley on the
   standardized mean and spread of consecutive chunks of ``chunk_events``
   events: a change *within* production, found within a few chunks rather
@@ -42,7 +47,7 @@ from streams.core.drift.base import SequentialDetector
 from streams.core.drift.data_drift import DataDriftConfig, DriftReport, evaluate
 from streams.core.drift.domain import domain_auc
 from streams.core.drift.histogram import WindowHistogram
-from streams.core.drift.profile import NumericProfile, ProfileBuilder, ReferenceProfile
+from streams.core.drift.profile import NumericProfile, ProfileBuilder, ReferenceProfile, row_keys
 from streams.core.drift.sequential import DEFAULT_FEATURE_PH, build, restore
 
 PREDICTION = "__prediction__"
@@ -56,6 +61,8 @@ def rows_seed(source: str, offset: int, batch_index: int) -> int:
 
 
 SAMPLE_ROWS = 256  # current rows kept for the domain classifier (against the profile's 500)
+_MIN_SAMPLE_P = 1e-4  # a window of identical event times reads as an infinite rate: keep some rows
+_SAMPLE_SALT = 0x5EED_D21F  # rate sampling draws keys independent of the domain classifier's row sample
 CHUNK_WARMUP = 32  # chunks whose statistics calibrate the detectors' scale
 
 
@@ -116,6 +123,7 @@ class DataMonitor:
         self.warm: ProfileBuilder | None = None
         self.warm_cells = 0
         self.warm_events = 0
+        self.sample_p = 1.0  # share of rows the tests see (see the module docstring)
         self.drift_cfg = DataDriftConfig(
             alpha=cfg.alpha, correction=cfg.correction, min_psi=cfg.min_psi, numeric_test=cfg.numeric_test
         )
@@ -142,15 +150,28 @@ class DataMonitor:
         if self.hist is None:
             self._open_window(int(batch.event_time_ms.min()))
         assert self.hist is not None
-        before = self._moments()
-        self.hist.add(batch.features, preds, rows_seed(*pos))
-        if self.cfg.sequential:
-            self._chunks(before, len(batch), batch, pos, out)
+        features, preds, n_rows = self._sample(batch, preds, pos)
+        if n_rows:
+            before = self._moments()
+            self.hist.add(features, preds, rows_seed(*pos))
+            if self.cfg.sequential:
+                self._chunks(before, n_rows, batch, pos, out)
         span_ms = int(batch.event_time_ms.max()) - self.window_start_ms
         n = self.hist.n
         if (n >= self.cfg.window_events and span_ms >= self.cfg.window_ms) or n >= self.cfg.max_window_events:
             self._close_window(int(batch.event_time_ms.max()), pos, out)
         return out
+
+    def _sample(
+        self, batch: PredictionBatch, preds: list[Any] | None, pos: tuple[Any, ...]
+    ) -> tuple[dict[str, list[Any]], list[Any] | None, int]:
+        """The rows the tests see: all of them, or each with probability :attr:`sample_p`."""
+        if self.sample_p >= 1.0:
+            return batch.features, preds, len(batch)
+        keys = row_keys(rows_seed(*pos) ^ _SAMPLE_SALT, 0, len(batch), bits=53)
+        idx = np.flatnonzero(keys < np.uint64(int(self.sample_p * 2**53))).tolist()
+        features = {k: [v[i] for i in idx] for k, v in batch.features.items()}
+        return features, None if preds is None else [preds[i] for i in idx], len(idx)
 
     def _open_window(self, start_ms: int) -> None:
         """Start a window; it keeps a row sample only if the domain classifier is due at its close.
@@ -320,7 +341,16 @@ class DataMonitor:
                     )
                 )
             self.multivariate = drifted
+        self._rate_limit(self.hist.n, end_ms - self.window_start_ms)
         self.hist = None  # the next window opens with its first batch
+
+    def _rate_limit(self, sampled: int, span_ms: int) -> None:
+        """Set the next window's sampling share from this window's event rate (event time)."""
+        if not self.cfg.max_events_per_s:
+            self.sample_p = 1.0
+            return
+        events_per_s = sampled / self.sample_p / (max(span_ms, 1) / 1000)
+        self.sample_p = min(1.0, max(self.cfg.max_events_per_s / events_per_s, _MIN_SAMPLE_P))
 
     def _report_signals(self, report: DriftReport, end_ms: int, pos: tuple[Any, ...]) -> list[dict[str, Any]]:
         ranked = [f for f in report.features if f.drifted]
@@ -400,6 +430,7 @@ class DataMonitor:
             "chunk_events": self.chunk_events,
             "warm_cells": self.warm_cells,
             "warm_events": self.warm_events,
+            "sample_p": self.sample_p,
         }
 
     @classmethod
@@ -440,6 +471,10 @@ class DataMonitor:
             m.chunk = {str(k): [float(x) for x in v] for k, v in raw["chunk"].items()}
             m.chunk_events = int(raw["chunk_events"])
         m.warm_cells, m.warm_events = int(raw["warm_cells"]), int(raw["warm_events"])
+        p = float(raw.get("sample_p", 1.0))  # absent in states written before sampling existed
+        if not 0.0 < p <= 1.0:
+            raise ValueError(f"data monitor state: sample_p must be in (0, 1], got {p!r}")
+        m.sample_p = p
         if m.profile is None and warm:
             m.warm = ProfileBuilder()
             for cell in warm[: m.warm_cells]:
