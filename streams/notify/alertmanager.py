@@ -24,13 +24,28 @@ before 0.27 would reject (anything but ``[A-Za-z_][A-Za-z0-9_]*``) are
 rewritten with ``_``; empty values are dropped (Prometheus semantics: an empty
 label is an absent one).
 
-``endsAt``: a resolved alert carries ``ends_at_ms``. A firing one carries none
-by default, and Alertmanager then considers it resolved after its
+``endsAt``: a resolved alert carries ``ends_at_ms``. A firing one carries
+``endsAt = now + firing_ttl_s`` when ``firing_ttl_s`` is set, and none
+otherwise; without one, Alertmanager considers it resolved after its
 ``resolve_timeout`` (5 minutes by default) unless it is posted again, which is
-how Prometheus works (it re-sends every evaluation). Driftline emits state
-changes, not heartbeats, so either the caller re-posts firing alerts more often
-than ``resolve_timeout`` (bypassing the delivery log: a re-post is not a new
-notification), or sets ``firing_ttl_s`` here to post ``endsAt = now + ttl``.
+how Prometheus works (it re-sends every evaluation). Driftline does not
+heartbeat: its worker emits state changes, plus one repeat ``firing`` event of
+a still-firing alert every lifecycle repeat interval
+(``DEFAULT_REPEAT_INTERVAL_MS`` in :mod:`streams.core.alerting.lifecycle`,
+4 h), and each repeat reaches this channel as a new notification (a new
+idempotency key), so it is posted again and pushes ``endsAt`` forward. The
+``notify:`` configuration (:mod:`streams.notify.config`) therefore defaults
+an Alertmanager receiver's ``firing_ttl`` to the repeat interval plus a grace,
+**4h15m**: Alertmanager keeps a firing Driftline alert active from one repeat
+to the next -- the grace covers a late repeat (a worker restart, a notifier
+still retrying) -- and, if Driftline stops reporting it altogether (the
+worker gone, the alert forgotten), resolves it by itself at most 4h15m after
+the last post instead of keeping it firing forever. The ``resolved`` event,
+when it comes, ends it at once with its own ``endsAt``. Set ``firing_ttl`` to
+match a changed repeat interval (keep it longer than the interval, or the
+alert flaps resolved between repeats), or to ``null`` to post no ``endsAt``.
+The class itself defaults to None (no ``endsAt``) for callers that re-post on
+their own schedule.
 
 HTTP semantics are the webhook's: 2xx ok; 400 (a validation error, quoted
 from the body) not retryable; 408, 429, 5xx and network errors retryable.
@@ -183,11 +198,11 @@ class AlertmanagerChannel:
         return self._name
 
     def send(self, n: Notification) -> None:
-        """POST ``[postable_alert(n.alert)]``; return on a 2xx, raise :class:`DeliveryError` otherwise."""
+        """POST one postable alert per alert of ``n``; return on a 2xx, else raise :class:`DeliveryError`."""
         what = f"alertmanager {self._name}"
         now = self._clock()
-        body = encode_json([postable_alert(n.alert, generator_url=self._generator_url, now_ms=int(now * 1000),
-                                           firing_ttl_s=self._firing_ttl_s)], what)
+        body = encode_json([postable_alert(a, generator_url=self._generator_url, now_ms=int(now * 1000),
+                                           firing_ttl_s=self._firing_ttl_s) for a in n.alerts], what)
         headers = {"Content-Type": "application/json"}
         token = self._token.reveal() if self._token is not None else None
         if token is not None:

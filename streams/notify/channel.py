@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,19 +31,22 @@ __all__ = [
     "DeliveryError",
     "Notification",
     "alert_title",
+    "envelope",
     "format_ms",
     "format_number",
+    "group_title",
     "idempotency_key",
     "redact",
     "runbook_link",
     "suggested_action",
 ]
 
-ENVELOPE_VERSION = "driftline.notification/v1"
+ENVELOPE_VERSION = "driftline.notification/v2"
 """The ``version`` of the JSON envelope sent by the webhook and stdout channels."""
 
 _KEY_DOMAIN = b"driftline.notify.idempotency/v1"
 _KEY_DOMAIN_V2 = b"driftline.notify.idempotency/v2"
+_GROUP_KEY_DOMAIN = b"driftline.notify.group/v1"
 
 
 def idempotency_key(alert: Mapping[str, Any], receiver: str) -> str:
@@ -129,25 +132,53 @@ def idempotency_key(alert: Mapping[str, Any], receiver: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """One alert state change to be delivered to one receiver.
+    """One delivery to one receiver: an alert state change, or a group of them.
+
+    A group is what a receiver gets when several alerts of one group (one model,
+    by default) change state within the receiver's ``group_wait``: one Slack
+    message, one mail or one webhook call listing them all, instead of one per
+    drifted feature (see :mod:`streams.notify.dispatch`).
 
     Attributes
     ----------
     idempotency_key
         Stable id of this delivery (see :func:`idempotency_key`); sent to the
-        receiver (``Idempotency-Key`` header, email ``Message-ID``) and recorded
-        in the delivery log once acknowledged.
+        receiver (``Idempotency-Key`` header, email ``Message-ID``). A group's
+        key is a digest of its members' keys, so a replay that regroups the
+        same alerts yields the same key.
     receiver
         The receiver's name, as in the routing table.
     alert
-        The alert event, a ``driftline.alert/v1`` dict. Not copied: callers
-        must not mutate it after building the notification. Left out of the
-        hash (a dict is not hashable; the key identifies the notification).
+        The (first) alert event, a ``driftline.alert/v1`` dict. Not copied:
+        callers must not mutate it after building the notification. Left out of
+        the hash (a dict is not hashable; the key identifies the notification).
+    more
+        The other alert events of a group, in arrival order; empty for one alert.
+    group_key
+        The group's key (:func:`streams.core.alerting.lifecycle.group_key`);
+        empty for a notification built for one alert.
+    member_keys
+        The idempotency key of each alert in :attr:`alerts`: what the delivery
+        log records once the receiver acknowledged, so that an alert already
+        delivered in a group is not delivered again after a restart.
     """
 
     idempotency_key: str
     receiver: str
     alert: Mapping[str, Any] = field(hash=False)
+    more: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    group_key: str = ""
+    member_keys: tuple[str, ...] = ()
+
+    @property
+    def alerts(self) -> tuple[Mapping[str, Any], ...]:
+        """Every alert event of this notification, in arrival order."""
+        return (self.alert, *self.more)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The per-alert idempotency keys (just :attr:`idempotency_key` for a single alert)."""
+        return self.member_keys or (self.idempotency_key,)
 
     @classmethod
     def for_alert(cls, alert: Mapping[str, Any], receiver: str) -> Notification:
@@ -157,10 +188,58 @@ class Notification:
         --------
         >>> a = {"fingerprint": "9f2c4e1a7b3d5f60", "status": "firing", "starts_at_ms": 0}
         >>> n = Notification.for_alert(a, "ops")
-        >>> n.receiver, n.idempotency_key == idempotency_key(a, "ops")
-        ('ops', True)
+        >>> n.receiver, n.idempotency_key == idempotency_key(a, "ops"), n.alerts == (a,)
+        ('ops', True, True)
         """
         return cls(idempotency_key(alert, receiver), receiver, alert)
+
+    @classmethod
+    def for_group(cls, members: Sequence[Notification], group_key: str) -> Notification:
+        """One notification for ``members`` (single-alert notifications of one receiver).
+
+        A group of one is that member unchanged, so a receiver sees the same key
+        whether or not grouping is on.
+
+        Raises
+        ------
+        ValueError
+            ``members`` is empty, or its members are for different receivers.
+
+        Examples
+        --------
+        >>> def one(fp):
+        ...     alert = {"fingerprint": fp, "status": "firing", "starts_at_ms": 0}
+        ...     return Notification.for_alert(alert, "ops")
+        >>> a, b = one("aa" * 8), one("bb" * 8)
+        >>> g = Notification.for_group([a, b], '{model="m"}')
+        >>> len(g.alerts), g.keys == (a.idempotency_key, b.idempotency_key), g.idempotency_key not in g.keys
+        (2, True, True)
+        >>> Notification.for_group([b, a], '{model="m"}').idempotency_key == g.idempotency_key
+        True
+        """
+        if not members:
+            raise ValueError("members: a group needs at least one notification")
+        receivers = {m.receiver for m in members}
+        if len(receivers) != 1:
+            raise ValueError(f"members: one receiver per group, got {sorted(receivers)}")
+        if len(members) == 1:
+            return members[0]
+        keys = tuple(k for m in members for k in m.keys)
+        digest = hashlib.blake2b(
+            b"\x00".join([_GROUP_KEY_DOMAIN, *sorted(k.encode() for k in keys)]), digest_size=16
+        ).hexdigest()
+        alerts = [a for m in members for a in m.alerts]
+        return cls(digest, members[0].receiver, alerts[0], tuple(alerts[1:]), group_key, keys)
+
+
+def envelope(n: Notification) -> dict[str, Any]:
+    """The JSON document of ``n`` for machine receivers (webhook, stdout): ``driftline.notification/v2``.
+
+    >>> envelope(Notification("k1", "ops", {"status": "firing"}))["alerts"]
+    [{'status': 'firing'}]
+    """
+    return {"version": ENVELOPE_VERSION, "idempotency_key": n.idempotency_key, "receiver": n.receiver,
+            "group_key": n.group_key, "alerts": [dict(a) for a in n.alerts]}
 
 
 class DeliveryError(Exception):
@@ -291,6 +370,23 @@ def alert_title(alert: Mapping[str, Any]) -> str:
     """
     return (f"[{str(alert.get('status', '?')).upper()}][{alert.get('severity', '?')}] "
             f"{alert_name(alert)} {model_ref(alert)}")
+
+
+def group_title(alerts: Sequence[Mapping[str, Any]]) -> str:
+    """``[FIRING:2 RESOLVED:1] fraud: drift, concept_drift``: the subject line of a group.
+
+    Examples
+    --------
+    >>> group_title([{"status": "firing", "signal": "drift", "model": "fraud"},
+    ...              {"status": "firing", "signal": "drift", "model": "fraud"},
+    ...              {"status": "resolved", "signal": "concept_drift", "model": "fraud"}])
+    '[FIRING:2 RESOLVED:1] fraud: drift, concept_drift'
+    """
+    firing = sum(1 for a in alerts if a.get("status") != "resolved")
+    counts = " ".join(f"{k}:{n}" for k, n in (("FIRING", firing), ("RESOLVED", len(alerts) - firing)) if n)
+    models = ", ".join(dict.fromkeys(str(a.get("model", "?")) for a in alerts))
+    names = ", ".join(dict.fromkeys(alert_name(a) for a in alerts))
+    return f"[{counts}] {models}: {names}"
 
 
 def format_duration_ms(ms: int) -> str:

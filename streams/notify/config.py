@@ -7,7 +7,7 @@ notify:
     risk-slack: {type: slack, url: file:/run/secrets/slack_url}
     oncall: {type: email, host: smtp.example.com, port: 587, security: starttls, from: driftline@example.com,
              to: [oncall@example.com], username: driftline, password: env:SMTP_PASSWORD}
-    am: {type: alertmanager, url: "http://alertmanager:9093"}
+    am: {type: alertmanager, url: "http://alertmanager:9093"}   # firing_ttl: 4h15m by default
     console: {type: stdout}
   routes:
     - {receiver: risk-slack, match_re: {model: "fraud-.*"}, continue: true}
@@ -15,11 +15,26 @@ notify:
   retry: {initial: 500ms, max: 60s, multiplier: 2, jitter: 0.2, max_elapsed: 15m}
   delivery_log: .driftline/notify/delivered.jsonl
   retention: 7d
+  max_in_flight: 10000
+  group_by: [model]      # alerts of one group that change within group_wait go out as one notification
+  group_wait: 5s         # 0: every alert on its own
 ```
 
 Every error names its field (``notify.receivers.oncall.port: ...``) and is
 raised at start-up; secrets are resolved then (``env:``/``file:``) and never
 printed.
+
+``max_in_flight`` bounds the deliveries waiting in the receivers' queues
+(one worker per receiver, see :mod:`streams.notify.dispatch`): above it the
+notifier pauses consumption until half have drained, so that a receiver down
+for hours cannot make it buffer the whole alerts topic in memory.
+
+An Alertmanager receiver's ``firing_ttl`` (``endsAt`` of a firing alert,
+counted from each post) defaults to :data:`DEFAULT_ALERTMANAGER_FIRING_TTL_MS`,
+Driftline's repeat interval plus a grace, so that Alertmanager keeps a firing
+alert active from one repeat to the next and resolves it by itself when the
+repeats stop; ``firing_ttl: null`` leaves ``endsAt`` to Alertmanager's
+``resolve_timeout`` (see :mod:`streams.notify.alertmanager`).
 """
 
 from __future__ import annotations
@@ -28,9 +43,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from streams.core.alerting.lifecycle import DEFAULT_REPEAT_INTERVAL_MS
 from streams.core.windows import parse_duration_ms
 from streams.notify.alertmanager import AlertmanagerChannel
 from streams.notify.channel import Channel
+from streams.notify.dispatch import DEFAULT_GROUP_BY, DEFAULT_GROUP_WAIT_S, DEFAULT_MAX_IN_FLIGHT
 from streams.notify.email import EmailChannel
 from streams.notify.retry import RetryPolicy
 from streams.notify.routing import RoutingTable, parse_routing
@@ -57,17 +74,49 @@ _KEYS = {
     "alertmanager": {"type", "url", "generator_url", "bearer_token", "firing_ttl", "timeout"},
     "stdout": {"type"},
 }
-_TOP = {"receivers", "routes", "default_receiver", "retry", "delivery_log", "retention"}
+_TOP = {"receivers", "routes", "default_receiver", "retry", "delivery_log", "retention", "max_in_flight",
+        "group_by", "group_wait"}
 _DEFAULT_LOG = ".driftline/notify/delivered.jsonl"
+
+ALERTMANAGER_FIRING_TTL_GRACE_MS = 15 * 60_000
+"""How long past a missed repeat Alertmanager keeps a Driftline alert firing: a worker restart, a slow
+partition or a notifier retrying for its ``retry.max_elapsed`` (15 minutes by default) must not resolve it."""
+
+DEFAULT_ALERTMANAGER_FIRING_TTL_MS = DEFAULT_REPEAT_INTERVAL_MS + ALERTMANAGER_FIRING_TTL_GRACE_MS
+"""4h15m: the lifecycle's repeat interval (a still-firing alert is re-emitted every 4 h) plus the grace."""
 
 
 @dataclass(frozen=True)
 class NotifyConfig:
+    """The validated ``notify:`` section.
+
+    Attributes
+    ----------
+    channels
+        Receiver name to its channel.
+    routing
+        Which receivers get which alert.
+    retry
+        Backoff and budget of each delivery.
+    delivery_log
+        Path of the delivery log (acknowledged idempotency keys).
+    retention_ms
+        How long delivery-log keys are kept.
+    max_in_flight
+        Outstanding deliveries above which consumption pauses.
+    group_wait_s, group_by
+        Grouping of each receiver's notifications (see :mod:`streams.notify.dispatch`); the YAML
+        default is :data:`~streams.notify.dispatch.DEFAULT_GROUP_WAIT_S`, the dataclass's 0 (none).
+    """
+
     channels: Mapping[str, Channel]
     routing: RoutingTable
     retry: RetryPolicy
     delivery_log: str
     retention_ms: int
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    group_wait_s: float = 0.0
+    group_by: tuple[str, ...] = DEFAULT_GROUP_BY
 
 
 def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
@@ -123,7 +172,8 @@ def build_channel(name: str, raw: Mapping[str, Any], env: Mapping[str, str] | No
             )
         if kind == "alertmanager":
             token = raw.get("bearer_token")
-            ttl = raw.get("firing_ttl")
+            # Absent: the default; an explicit null: no endsAt (Alertmanager's resolve_timeout applies).
+            ttl = raw.get("firing_ttl", DEFAULT_ALERTMANAGER_FIRING_TTL_MS / 1000)
             return AlertmanagerChannel(
                 name,
                 _url(raw.get("url"), f"{where}.url", env),
@@ -195,4 +245,15 @@ def notify_config(raw: Any, env: Mapping[str, str] | None = None) -> NotifyConfi
         raise ValueError(f"notify.retry: {exc}") from None
     retention_ms = int(_duration_s(raw.get("retention", "7d"), "notify.retention") * 1000)
     log_path = _str(raw.get("delivery_log", _DEFAULT_LOG), "notify.delivery_log")
-    return NotifyConfig(channels, routing, policy, log_path, retention_ms)
+    max_in_flight = raw.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT)
+    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+        raise ValueError(f"notify.max_in_flight: expected a positive integer, got {max_in_flight!r}")
+    wait = raw.get("group_wait", DEFAULT_GROUP_WAIT_S)
+    group_wait_s = 0.0 if wait in (0, "0", "0s") else _duration_s(wait, "notify.group_wait")
+    if group_wait_s < 0:
+        raise ValueError(f"notify.group_wait: must not be negative, got {raw.get('group_wait')!r}")
+    group_by = raw.get("group_by", list(DEFAULT_GROUP_BY))
+    if not isinstance(group_by, list) or not all(isinstance(g, str) and g for g in group_by):
+        raise ValueError(f"notify.group_by: expected a list of label names, got {group_by!r}")
+    return NotifyConfig(channels, routing, policy, log_path, retention_ms, max_in_flight, group_wait_s,
+                        tuple(group_by))

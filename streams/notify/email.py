@@ -52,6 +52,7 @@ from streams.notify.channel import (
     format_duration_ms,
     format_ms,
     format_number,
+    group_title,
     idempotency_key,
     model_ref,
     redact,
@@ -236,23 +237,26 @@ class EmailChannel:
         return self._name
 
     def message(self, n: Notification) -> EmailMessage:
-        """The mail sent for ``n`` (subject, threading headers, body)."""
+        """The mail sent for ``n`` (subject, threading headers, body); a group is one mail listing all."""
         alert = n.alert
         msg = EmailMessage()
-        msg["Subject"] = _one_line(alert_title(alert))
+        msg["Subject"] = _one_line(group_title(n.alerts) if n.more else alert_title(alert))
         msg["From"] = self._sender
         msg["To"] = ", ".join(self._recipients)
         msg["Date"] = formatdate(self._clock(), usegmt=True)
         msg["Message-ID"] = message_id(n.idempotency_key, self._sender)
-        if alert.get("status") == "resolved":
-            # The firing notification's key: same fingerprint, start and receiver, status firing.
-            firing = message_id(idempotency_key({**alert, "status": "firing"}, n.receiver), self._sender)
+        if alert.get("status") == "resolved" and not n.more:
+            # The first firing notification of the episode: same fingerprint, episode and receiver.
+            evidence = {**(alert.get("evidence") or {}), "notification_seq": 1}
+            first = {**alert, "status": "firing", "evidence": evidence}
+            firing = message_id(idempotency_key(first, n.receiver), self._sender)
             msg["In-Reply-To"] = firing
             msg["References"] = firing
         msg["Auto-Submitted"] = "auto-generated"
         msg["X-Driftline-Idempotency-Key"] = n.idempotency_key
-        msg["X-Driftline-Fingerprint"] = _one_line(str(alert.get("fingerprint", "")))
-        msg.set_content(email_body(alert, runbook_url=self._runbook_url))
+        msg["X-Driftline-Fingerprint"] = _one_line(",".join(str(a.get("fingerprint", "")) for a in n.alerts))
+        bodies = [email_body(a, runbook_url=self._runbook_url) for a in n.alerts]
+        msg.set_content(("\n" + "-" * 72 + "\n\n").join(bodies))
         return msg
 
     def _connect(self, context: ssl.SSLContext) -> smtplib.SMTP:

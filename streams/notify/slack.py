@@ -25,7 +25,7 @@ the delivery log's record shows twice (see :mod:`streams.notify.dedup`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -37,6 +37,7 @@ from streams.notify.channel import (
     format_duration_ms,
     format_ms,
     format_number,
+    group_title,
     model_ref,
     runbook_link,
     suggested_action,
@@ -151,6 +152,41 @@ def slack_payload(alert: Mapping[str, Any], *, runbook_url: str | None = None, m
     return {"text": _cut(text, _SECTION_MAX), "blocks": blocks}
 
 
+def slack_group_payload(alerts: Sequence[Mapping[str, Any]], *, max_alerts: int = 10) -> dict[str, Any]:
+    """One message for a group: a header with the counts, then one line per alert.
+
+    Slack allows 50 blocks per message; a group lists its first ``max_alerts``
+    and says how many more there are (the webhook and email channels carry them all).
+
+    Examples
+    --------
+    >>> a = {"status": "firing", "severity": "warning", "signal": "drift", "model": "fraud",
+    ...      "value": 0.3, "threshold": 0.1, "labels": {"feature": "amount"}}
+    >>> p = slack_group_payload([a, {**a, "labels": {"feature": "age"}}])
+    >>> p["text"], len(p["blocks"])
+    ('[FIRING:2] fraud: drift', 3)
+    """
+    text = group_title(alerts)
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(text, _HEADER_MAX), "emoji": True}}
+    ]
+    for alert in alerts[:max_alerts]:
+        firing = alert.get("status") != "resolved"
+        emoji = _SEVERITY_EMOJI.get(str(alert.get("severity")), ":bell:") if firing else ":white_check_mark:"
+        labels = alert.get("labels") or {}
+        subject = " ".join(f"{k}={labels[k]}" for k in ("feature", "host", "gpu") if labels.get(k))
+        summary = str((alert.get("annotations") or {}).get("summary") or "")
+        value, threshold = format_number(alert.get("value")), format_number(alert.get("threshold"))
+        line = (f"{emoji} *{_esc(alert_name(alert))}* `{_esc(model_ref(alert))}` {_esc(subject)} "
+                f"value {value}, threshold {threshold}")
+        if summary:
+            line += f"\n{_esc(summary)}"
+        blocks.append(_section(line))
+    if len(alerts) > max_alerts:
+        blocks.append(_section(f"…and {len(alerts) - max_alerts} more"))
+    return {"text": _cut(text, _SECTION_MAX), "blocks": blocks}
+
+
 class SlackChannel:
     """Post each notification to a Slack incoming webhook.
 
@@ -207,8 +243,11 @@ class SlackChannel:
     def send(self, n: Notification) -> None:
         """POST the message of ``n``; return on Slack's 2xx, raise :class:`DeliveryError` otherwise."""
         what = f"slack {self._name}"
-        body = encode_json(slack_payload(n.alert, runbook_url=self._runbook_url,
-                                         max_features=self._max_features), what)
+        if n.more:
+            payload = slack_group_payload(n.alerts)
+        else:
+            payload = slack_payload(n.alert, runbook_url=self._runbook_url, max_features=self._max_features)
+        body = encode_json(payload, what)
         post_json(self._client, self._url, body, {"Content-Type": "application/json; charset=utf-8"}, what,
                   self._clock(), self._url_secret)
 

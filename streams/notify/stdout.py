@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any, TextIO
+from typing import TextIO
 
-from streams.notify.channel import ENVELOPE_VERSION, DeliveryError, Notification
+from streams.notify.channel import DeliveryError, Notification, envelope
 from streams.notify.webhook import encode_json
 
 __all__ = ["StdoutChannel"]
@@ -36,7 +36,7 @@ class StdoutChannel:
     >>> ch = StdoutChannel("console", out)
     >>> ch.send(Notification("k1", "console", {"status": "firing"}))
     >>> out.getvalue()
-    '{"alert":{"status":"firing"},"idempotency_key":"k1","receiver":"console","version":"driftline.notification/v1"}\\n'
+    '{"alerts":[{"status":"firing"}],"group_key":"","idempotency_key":"k1","receiver":"console","version":"driftline.notification/v2"}\\n'
     """
 
     def __init__(self, name: str = "stdout", stream: TextIO | None = None) -> None:
@@ -51,9 +51,7 @@ class StdoutChannel:
 
     def send(self, n: Notification) -> None:
         """Write and flush one line; a closed or broken stream is not retryable, other I/O errors are."""
-        payload: dict[str, Any] = {"version": ENVELOPE_VERSION, "idempotency_key": n.idempotency_key,
-                                   "receiver": n.receiver, "alert": dict(n.alert)}
-        line = encode_json(payload, f"stdout {self._name}").decode("utf-8") + "\n"
+        line = encode_json(envelope(n), f"stdout {self._name}").decode("utf-8") + "\n"
         stream = self._stream if self._stream is not None else sys.stdout
         try:
             with self._lock:

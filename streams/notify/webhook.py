@@ -4,8 +4,14 @@ Request
 -------
 ``POST <url>`` with body::
 
-    {"version": "driftline.notification/v1", "idempotency_key": "...",
-     "receiver": "...", "alert": {... the driftline.alert/v1 event ...}}
+    {"version": "driftline.notification/v2", "idempotency_key": "...",
+     "receiver": "...", "group_key": "{model=\"fraud\"}",
+     "alerts": [{... a driftline.alert/v1 event ...}, ...]}
+
+``alerts`` holds one event, or several when alerts of one group (one model,
+by default) changed state within the receiver's ``group_wait``; ``group_key``
+is empty for a single alert. Each event keeps its own ``fingerprint`` and
+``status``, so a receiver that tracks alerts one by one just iterates.
 
 and headers:
 
@@ -67,7 +73,7 @@ from typing import Any
 
 import httpx
 
-from streams.notify.channel import ENVELOPE_VERSION, DeliveryError, Notification, redact
+from streams.notify.channel import DeliveryError, Notification, envelope, redact
 from streams.notify.secrets import Secret
 
 __all__ = [
@@ -395,9 +401,8 @@ class WebhookChannel:
         return self._name
 
     def payload(self, n: Notification) -> dict[str, Any]:
-        """The JSON document sent for ``n`` (the envelope around the alert)."""
-        return {"version": ENVELOPE_VERSION, "idempotency_key": n.idempotency_key, "receiver": n.receiver,
-                "alert": dict(n.alert)}
+        """The JSON document sent for ``n`` (the envelope around its alerts)."""
+        return envelope(n)
 
     def send(self, n: Notification) -> None:
         """POST ``n``; return on a 2xx, raise :class:`DeliveryError` otherwise."""

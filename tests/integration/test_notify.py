@@ -1,7 +1,9 @@
 """``driftline notify`` end to end: real broker, real receivers (HTTP with HMAC, SMTP, Alertmanager).
 
 Alert events are produced straight to the alerts topic (the worker's alerting
-stage is tested elsewhere); the notifier runs as a real subprocess.
+stage is tested elsewhere); the notifier runs as a real subprocess. Commits
+are read back from the broker (the notifier's consumer group), so the tests
+see what a restarted notifier would resume from.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import orjson
 import pytest
 from aiosmtpd.controller import Controller
+from confluent_kafka import Consumer, TopicPartition
 
 from streams.config import Settings
 from streams.notify.webhook import verify_signature
@@ -71,6 +74,11 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
+    def alerts(self) -> list[tuple[str, str]]:
+        """``(fingerprint, status)`` of every alert received, in arrival order (repeats of a key once)."""
+        with self.lock:
+            return [(a["fingerprint"], a["status"]) for p in self.processed.values() for a in alerts_in(p)]
+
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()
@@ -109,6 +117,11 @@ def alert(i: int, status: str = "firing") -> dict[str, Any]:
     return a
 
 
+def alerts_in(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The alert events of a webhook payload (``alerts`` in the v2 envelope, ``alert`` in v1)."""
+    return list(payload["alerts"]) if "alerts" in payload else [payload["alert"]]
+
+
 def send_alerts(s: Settings, alerts: list[dict[str, Any]]) -> None:
     p = producer(s)
     for a in alerts:
@@ -136,17 +149,32 @@ class NotifierProcess:
                 self.proc.kill()
 
 
+def committed(s: Settings) -> dict[int, int]:
+    """The notifier group's committed offset per partition of the alerts topic (where it has one)."""
+    group = f"{s.app_id}-notify"
+    c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = c.committed([TopicPartition(s.topic("alerts"), p) for p in range(s.partitions)], timeout=10)
+    finally:
+        c.close()
+    return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
+
+
 def write_config(
     path: Path,
     hook_port: int,
     smtp_port: int | None,
     am_url: str | None,
     retry: str = "{initial: 200ms, max: 1s, max_elapsed: 5m}",
+    hook2_port: int | None = None,
+    group_wait: str = "0s",
 ) -> Path:
+    hooks = {"hook": hook_port} if hook2_port is None else {"hook": hook_port, "hook2": hook2_port}
     receivers = [
-        f'    hook: {{type: webhook, url: "http://127.0.0.1:{hook_port}/alerts", secret: env:HOOK_SECRET}}'
+        f'    {name}: {{type: webhook, url: "http://127.0.0.1:{port}/alerts", secret: env:HOOK_SECRET}}'
+        for name, port in hooks.items()
     ]
-    routes = ["    - {receiver: hook, match: {team: risk}, continue: true}"]
+    routes = [f"    - {{receiver: {name}, match: {{team: risk}}, continue: true}}" for name in hooks]
     if smtp_port is not None:
         receivers.append(
             f"    mail: {{type: email, host: 127.0.0.1, port: {smtp_port}, security: none, "
@@ -163,6 +191,7 @@ def write_config(
         + "\n".join(routes)
         + f"\n  default_receiver: hook\n  retry: {retry}\n"
         + f"  delivery_log: {path.parent / 'delivered.jsonl'}\n"
+        + f"  group_wait: {group_wait}\n"
     )
     return path
 
@@ -185,16 +214,21 @@ def test_alerts_reach_webhook_with_a_valid_hmac_email_and_a_real_alertmanager(
     smtp_port = free_port()
     smtp = Controller(box, hostname="127.0.0.1", port=smtp_port)
     smtp.start()
-    cfg = write_config(tmp_path / "driftline.yaml", hook.port, smtp_port, am.url)
+    # Grouping on (the default 5 s, 2 s here): both alerts are of model fraud, so the webhook and the
+    # mail each get one notification listing both, and Alertmanager gets both in one post.
+    cfg = write_config(tmp_path / "driftline.yaml", hook.port, smtp_port, am.url, group_wait="2s")
     notifier = NotifierProcess(settings, cfg, tmp_path / "notify.log")
     try:
         send_alerts(settings, [alert(1), alert(2)])
         wait_for(
-            lambda: len(hook.processed) == 2 and len(box.messages) == 2 and len(am.alerts()) == 2,
+            lambda: len(hook.processed) == 1 and len(box.messages) == 1 and len(am.alerts()) == 2,
             60,
             lambda: f"deliveries:\n{(tmp_path / 'notify.log').read_text()[-2000:]}",
         )
-        assert hook.bad_signatures == 0 and len(hook.requests) == 2
+        assert hook.bad_signatures == 0 and len(hook.requests) == 1
+        (grouped,) = hook.processed.values()
+        assert [a["fingerprint"] for a in grouped["alerts"]] == [alert(i)["fingerprint"] for i in (1, 2)]
+        assert grouped["group_key"] == '{model="fraud"}'
         listed = {a["labels"]["driftline_fingerprint"]: a for a in am.alerts()}
         assert set(listed) == {alert(1)["fingerprint"], alert(2)["fingerprint"]}
         assert all(
@@ -215,42 +249,100 @@ def test_kill_9_between_delivery_and_commit_redelivers_nothing_twice(
 ) -> None:
     hook = Receiver(free_port()).start()
     cfg = write_config(tmp_path / "driftline.yaml", hook.port, None, None)
+    delivery_log = tmp_path / "delivered.jsonl"
     alerts = [alert(i) for i in range(6)]
-    # Each record waits 3 s between its deliveries and its offset commit: kill -9 lands in that window.
+    # Each record's offset is committed no sooner than 3 s after its deliveries. Deliveries run in a
+    # worker thread, so the kill waits until every one is recorded in the delivery log: it then lands
+    # after delivery and before commit, not between a receiver's acknowledgement and its log record
+    # (the one window where at-least-once does re-send, with the same idempotency key).
     first = NotifierProcess(
         settings, cfg, tmp_path / "notify0.log", {"DRIFTLINE_NOTIFY_FAULT_COMMIT_DELAY_S": "3"}
     )
     try:
         send_alerts(settings, alerts)
-        wait_for(lambda: len(hook.processed) >= 1, 60, "a first delivery")
+        wait_for(
+            lambda: delivery_log.exists() and len(delivery_log.read_bytes().splitlines()) == len(alerts),
+            60,
+            "every delivery recorded",
+        )
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait()
         delivered_before = len(hook.requests)
+        assert sum(committed(settings).values()) == 0  # killed before any record's offset was committed
         second = NotifierProcess(settings, cfg, tmp_path / "notify1.log")
         try:
-            wait_for(lambda: len(hook.processed) == len(alerts), 60, "every alert after the restart")
+            # The second notifier re-reads all six records and finds every key in the delivery log.
+            wait_for(lambda: sum(committed(settings).values()) == len(alerts), 60, "the re-read committed")
             time.sleep(2)  # anything re-sent would have arrived by now
         finally:
             second.stop()
-        assert delivered_before >= 1
+        assert delivered_before == len(hook.processed)
         assert sorted(hook.requests) == sorted(set(hook.requests))  # no idempotency key seen twice
-        assert len(hook.requests) == len(alerts)
+        assert sorted(hook.alerts()) == sorted((a["fingerprint"], a["status"]) for a in alerts)
     finally:
         hook.stop()
 
 
+def test_a_receiver_that_is_down_does_not_delay_a_healthy_one(settings: Settings, tmp_path: Path) -> None:
+    down_port = free_port()
+    up = Receiver(free_port()).start()
+    # Both receivers get every alert; "hook" is down and retried for up to 5 minutes.
+    cfg = write_config(tmp_path / "driftline.yaml", down_port, None, None, hook2_port=up.port)
+    notifier = NotifierProcess(settings, cfg, tmp_path / "notify.log")
+    down = Receiver(down_port)
+    alerts = [alert(i) for i in range(4)]
+    try:
+        send_alerts(settings, alerts)
+        # Delivered one receiver after the other, hook2 would wait out hook's retries (5 minutes); the
+        # bound leaves room for the notifier's start and group join on a loaded machine.
+        wait_for(lambda: len(up.alerts()) == len(alerts), 60,
+                 lambda: f"the healthy receiver:\n{(tmp_path / 'notify.log').read_text()[-2000:]}")
+        assert down.requests == []
+        assert sum(committed(settings).values()) == 0  # every record still owes "hook" a delivery
+        down.start()
+        wait_for(lambda: len(down.alerts()) == len(alerts), 30, "deliveries once the receiver is back")
+        wait_for(lambda: sum(committed(settings).values()) == len(alerts), 30, "every offset committed")
+        for r in (up, down):
+            assert sorted(r.requests) == sorted(set(r.requests))  # no idempotency key twice
+            assert sorted(r.alerts()) == sorted((a["fingerprint"], a["status"]) for a in alerts)
+            assert r.bad_signatures == 0
+    finally:
+        notifier.stop()
+        down.stop()
+        up.stop()
+
+
+OUTAGE_S = 180  # "several minutes"
+RETRY_BUDGET_S = 600  # retry.max_elapsed: the first alert's retries, begun at the outage's start, outlast it
+
+
+@pytest.mark.timeout(OUTAGE_S + 240)
 def test_a_receiver_down_for_a_while_loses_nothing(settings: Settings, tmp_path: Path) -> None:
+    assert RETRY_BUDGET_S > OUTAGE_S + 120  # with room for the notifier's start and a slow broker
     port = free_port()
-    cfg = write_config(tmp_path / "driftline.yaml", port, None, None)
+    cfg = write_config(
+        tmp_path / "driftline.yaml", port, None, None,
+        retry=f"{{initial: 200ms, max: 1s, max_elapsed: {RETRY_BUDGET_S}s}}",
+    )
     notifier = NotifierProcess(settings, cfg, tmp_path / "notify.log")
     hook = Receiver(port)
+    alerts = [alert(i) for i in range(3)] + [alert(0, "resolved")]
     try:
-        send_alerts(settings, [alert(i) for i in range(3)] + [alert(0, "resolved")])
-        time.sleep(20)  # the receiver is down: connection refused, retried with backoff (capped at 1 s)
+        send_alerts(settings, alerts)
+        # The receiver is down: connection refused, retried with backoff (capped at 1 s) for 3 minutes.
+        time.sleep(OUTAGE_S)
+        assert notifier.proc.poll() is None, (tmp_path / "notify.log").read_text()[-2000:]
+        assert sum(committed(settings).values()) == 0  # nothing acknowledged, nothing committed
         hook.start()
-        wait_for(lambda: len(hook.processed) == 4, 60, "deliveries once the receiver is back")
-        statuses = sorted(p["alert"]["status"] for p in hook.processed.values())
-        assert statuses == ["firing", "firing", "firing", "resolved"]
+        wait_for(lambda: len(hook.alerts()) == len(alerts), 60, "deliveries once the receiver is back")
+        wait_for(lambda: sum(committed(settings).values()) == len(alerts), 30, "every offset committed")
+        time.sleep(2)  # anything re-sent would have arrived by now
+        assert sorted(hook.requests) == sorted(set(hook.requests))  # no idempotency key twice
+        received = hook.alerts()
+        assert sorted(received) == sorted((a["fingerprint"], a["status"]) for a in alerts)  # none lost
+        first = alert(0)["fingerprint"]
+        assert received.index((first, "firing")) < received.index((first, "resolved"))  # order kept
+        assert "undeliverable" not in (tmp_path / "notify.log").read_text()
     finally:
         notifier.stop()
         hook.stop()

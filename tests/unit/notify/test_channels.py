@@ -194,7 +194,7 @@ def test_webhook_500_then_200_is_retried_with_the_same_idempotency_key_and_valid
     assert first.headers["Content-Type"] == "application/json"
     assert first.headers[SIGNATURE_HEADER].startswith("sha256=")
     assert json.loads(first.body) == {"version": ENVELOPE_VERSION, "idempotency_key": n.idempotency_key,
-                                      "receiver": "ops", "alert": FIRING}
+                                      "receiver": "ops", "group_key": "", "alerts": [FIRING]}
 
 
 def test_webhook_signature_covers_timestamp_and_exact_body() -> None:
@@ -480,7 +480,7 @@ def test_stdout_writes_one_json_line_per_notification() -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     first = json.loads(lines[0])
-    assert first["version"] == ENVELOPE_VERSION and first["alert"] == FIRING
+    assert first["version"] == ENVELOPE_VERSION and first["alerts"] == [FIRING]
     assert first["receiver"] == "console"
     out.close()
     with pytest.raises(DeliveryError) as info:
@@ -704,3 +704,66 @@ def test_email_configuration_errors() -> None:
         _mailer(25, security="none", username="alerts", password=Secret("pw"))
     with pytest.raises(ValueError, match="security"):
         _mailer(25, security="tls")
+
+
+# -- groups: several alerts of one model in one delivery ----------------------------------------
+
+OTHER = {**FIRING, "fingerprint": "0123456789abcdef", "signal": "concept_drift",
+         "labels": {**FIRING["labels"], "kind": "concept_drift"}}
+
+
+def _group() -> Notification:
+    members = [Notification.for_alert(a, "r") for a in (FIRING, OTHER, RESOLVED)]
+    return Notification.for_group(members, '{model="fraud-detector"}')
+
+
+def test_a_group_key_depends_on_its_members_only_and_a_group_of_one_is_its_member() -> None:
+    g = _group()
+    assert g.keys == tuple(Notification.for_alert(a, "r").idempotency_key for a in (FIRING, OTHER, RESOLVED))
+    again = Notification.for_group([Notification.for_alert(a, "r") for a in (RESOLVED, FIRING, OTHER)], "x")
+    assert again.idempotency_key == g.idempotency_key
+    single = Notification.for_alert(FIRING, "r")
+    assert Notification.for_group([single], "x") is single
+    with pytest.raises(ValueError, match="one receiver per group"):
+        Notification.for_group([single, Notification.for_alert(OTHER, "s")], "x")
+    with pytest.raises(ValueError, match="at least one"):
+        Notification.for_group([], "x")
+
+
+def test_webhook_and_stdout_carry_every_alert_of_a_group() -> None:
+    out = io.StringIO()
+    StdoutChannel("r", out).send(_group())
+    doc = json.loads(out.getvalue())
+    assert doc["group_key"] == '{model="fraud-detector"}'
+    assert [a["fingerprint"] for a in doc["alerts"]] == [FIRING["fingerprint"], OTHER["fingerprint"],
+                                                         RESOLVED["fingerprint"]]
+
+
+def test_slack_group_is_one_message_listing_each_alert(plain_server: HttpServer) -> None:
+    ch = SlackChannel("r", Secret(plain_server.url + "/hook"))
+    ch.send(_group())
+    ch.close()
+    (seen,) = plain_server.seen
+    body = json.loads(seen.body)
+    assert body["text"].startswith("[FIRING:2 RESOLVED:1] fraud-detector: ")
+    assert len(body["blocks"]) == 4  # header + one line per alert
+
+
+def test_alertmanager_group_posts_every_alert_in_one_request(plain_server: HttpServer) -> None:
+    ch = AlertmanagerChannel("r", plain_server.url)
+    ch.send(_group())
+    ch.close()
+    (seen,) = plain_server.seen
+    posted = json.loads(seen.body)
+    assert [p["labels"]["driftline_fingerprint"] for p in posted] == [
+        FIRING["fingerprint"], OTHER["fingerprint"], RESOLVED["fingerprint"]
+    ]
+
+
+def test_email_group_is_one_mail(smtp_server: tuple[_Controller, Mailbox]) -> None:
+    controller, box = smtp_server
+    _mailer(controller.port).send(_group())
+    msg = box.message()
+    subject = " ".join(str(msg["Subject"]).split())  # unfolded
+    assert subject.startswith("[FIRING:2 RESOLVED:1] fraud-detector: feature_drift_psi, concept_drift")
+    assert msg.get_content().count("FIRING: ") == 2 and "RESOLVED: " in msg.get_content()
