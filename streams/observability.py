@@ -7,12 +7,14 @@ dead-letter reason, topic, partition) so cardinality is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -65,6 +67,10 @@ class PipelineMetrics:
         for reason in Reason:
             m.events_invalid.labels(reason.value)
             m.deadletter_records.labels(reason.value)
+        # process_start_time_seconds (restarts), CPU, RSS, open fds; a registry that already has
+        # them (the global default registry) keeps its own
+        with contextlib.suppress(ValueError):
+            ProcessCollector(registry=registry)
         return m
 
 
@@ -261,6 +267,29 @@ class DetectorCollector(Collector):
         yield g
 
 
+DRIFT_KINDS = ("data_drift", "prediction_drift")
+OTHER_MODEL = "_other"
+
+
+class BoundedGauge:
+    """A labelled gauge holding at most ``max_series`` children; the least recently set are removed."""
+
+    def __init__(self, gauge: Gauge, max_series: int) -> None:
+        self.gauge = gauge
+        self.max_series = max_series
+        self._keys: OrderedDict[tuple[str, ...], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def set(self, labels: tuple[str, ...], value: float) -> None:
+        with self._lock:
+            self._keys[labels] = None
+            self._keys.move_to_end(labels)
+            self.gauge.labels(*labels).set(value)
+            while len(self._keys) > self.max_series:
+                old, _ = self._keys.popitem(last=False)
+                self.gauge.remove(*old)
+
+
 @dataclass(frozen=True, slots=True)
 class DetectionExporter:
     """The detection stage's health and output counts."""
@@ -273,9 +302,14 @@ class DetectionExporter:
     profiles_invalid: Counter
     monitors: Gauge
     collector: DetectorCollector
+    drift_score: BoundedGauge
+    alerts: Counter
+    alert_models: set[str]
+    max_alert_models: int = 300
 
     @classmethod
-    def create(cls, registry: CollectorRegistry) -> DetectionExporter:
+    def create(cls, registry: CollectorRegistry, max_drift_series: int = 1000,
+               max_alert_models: int = 300) -> DetectionExporter:
         collector = DetectorCollector()
         registry.register(collector)
         return cls(
@@ -297,10 +331,36 @@ class DetectionExporter:
             monitors=Gauge("driftline_detection_monitors", "Monitors held, per partition and kind.",
                            ["partition", "kind"], registry=registry),
             collector=collector,
+            drift_score=BoundedGauge(
+                Gauge("driftline_drift_score",
+                      "Score of the newest data or prediction drift signal per feature and detector "
+                      "(the detector's own scale; absent until the feature's first signal).",
+                      ["model", "version", "feature", "detector"], registry=registry),
+                max_drift_series,
+            ),
+            alerts=Counter("driftline_alerts", "Alert events sent to the alerts topic (firing, resolved).",
+                           ["model", "alertname", "status", "severity"], registry=registry),
+            alert_models=set(),
+            max_alert_models=max_alert_models,
         )
 
     def observe_signal(self, sig: Mapping[str, Any]) -> None:
         self.signals.labels(str(sig["kind"]), str(sig["detector"]), str(sig["active"]).lower()).inc()
+        if sig["kind"] in DRIFT_KINDS and sig.get("feature") is not None:
+            labels = (str(sig["model"]), str(sig.get("model_version") or ""), str(sig["feature"]),
+                      str(sig["detector"]))
+            self.drift_score.set(labels, float(sig.get("score") or 0.0))
+
+    def observe_alert(self, event: Mapping[str, Any]) -> None:
+        """One alert event (``AlertingStage(on_event=...)``); models past the bound count as ``_other``."""
+        model = str(event.get("model") or "")
+        if model not in self.alert_models:
+            if len(self.alert_models) >= self.max_alert_models:
+                model = OTHER_MODEL
+            else:
+                self.alert_models.add(model)
+        self.alerts.labels(model, str(event.get("signal")), str(event.get("status")),
+                           str(event.get("severity"))).inc()
 
     def observe_engine(self, eng: Any) -> None:
         p = str(eng.partition)
