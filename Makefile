@@ -37,6 +37,7 @@ integration: $(STAMP)
 	$(VENV)/bin/pytest -q tests/integration $(ARGS)
 
 bench: $(STAMP)  ## benchmarks in loadtest/, JSON results under .driftline/bench/
+	$(VENV)/bin/python loadtest/benchmark.py $(ARGS)
 	$(VENV)/bin/python loadtest/bench_validation.py
 	$(VENV)/bin/python loadtest/bench_sdk.py
 	$(VENV)/bin/python loadtest/bench_ingest.py
