@@ -8,10 +8,11 @@ before it touches Kafka rather than minutes later.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -27,11 +28,87 @@ from streams.core.metrics_config import EngineConfig, ModelConfig
 from streams.core.outcomes import TaskConfig
 from streams.core.windows import WindowSpec, parse_duration_ms
 
+if TYPE_CHECKING:
+    from streams.notify.secrets import Secret
+
 DEFAULT_LOCAL_BOOTSTRAP = "127.0.0.1:9092"
 
 
 class ConfigError(ValueError):
     """A setting is missing, malformed or out of range; the message names it."""
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """How every Kafka client of Driftline authenticates and encrypts: the ``kafka:`` section.
+
+    One value for the faust app, the confluent-kafka producers, consumers and
+    admin clients alike, so a worker cannot reach the cluster on one path and
+    fail on another (a profile follower left on PLAINTEXT would only show up
+    as a stalled start-up). Strimzi's two usual listeners map onto it:
+
+    * SCRAM over TLS: ``security_protocol: SASL_SSL``, ``sasl_mechanism:
+      SCRAM-SHA-512``, ``sasl_username``, the password from
+      ``DRIFTLINE_KAFKA_SASL_PASSWORD`` or ``sasl_password_file``, and
+      ``ssl_ca_file`` (the cluster CA; omitted: the system's CAs).
+    * mutual TLS: ``security_protocol: SSL`` with ``ssl_cert_file`` and
+      ``ssl_key_file`` (the KafkaUser's ``user.crt``/``user.key``) and
+      ``ssl_ca_file``.
+
+    The password is a :class:`~streams.notify.secrets.Secret` (``repr`` is
+    ``***``) and is never part of an error message. The YAML file may only
+    *refer* to it (``env:NAME`` or ``file:/path``): the file is a ConfigMap
+    under Kubernetes, readable by anyone who can read the namespace's config.
+    """
+
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: Secret | None = None
+    ssl_ca_file: str = ""
+    ssl_cert_file: str = ""
+    ssl_key_file: str = ""
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings (``security.protocol``, ``sasl.*``, ``ssl.*``) for confluent-kafka clients."""
+        cfg = {"security.protocol": self.security_protocol}
+        if self.uses_sasl:
+            cfg["sasl.mechanism"] = self.sasl_mechanism
+            cfg["sasl.username"] = self.sasl_username
+            cfg["sasl.password"] = self.sasl_password.reveal() if self.sasl_password is not None else ""
+        if self.uses_tls:
+            for key, path in (("ssl.ca.location", self.ssl_ca_file),
+                              ("ssl.certificate.location", self.ssl_cert_file),
+                              ("ssl.key.location", self.ssl_key_file)):
+                if path:
+                    cfg[key] = path
+        return cfg
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for aiokafka (the faust app), equivalent to :meth:`client_config`'s ``ssl.*``.
+
+        Server certificates and host names are verified, as librdkafka does by
+        default (``ssl.endpoint.identification.algorithm=https``), so both
+        kinds of client accept and refuse the same brokers.
+        """
+        if not self.uses_tls:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ssl_ca_file or None)
+        if self.ssl_cert_file:
+            ctx.load_cert_chain(self.ssl_cert_file, self.ssl_key_file or None)
+        return ctx
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +137,7 @@ class Settings:
     metrics: EngineConfig = field(default_factory=EngineConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     alert_rules: tuple[Rule, ...] = DEFAULT_RULES
+    kafka: KafkaSecurity = field(default_factory=KafkaSecurity)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -73,6 +151,15 @@ class Settings:
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    def kafka_client_config(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Settings for a confluent-kafka ``Producer``/``Consumer``/``AdminClient``: bootstrap and security.
+
+        Every confluent-kafka client Driftline builds starts from this, so a
+        cluster that needs SASL or TLS gets it on every path; ``extra`` (the
+        client's own tuning: ``group.id``, ``acks``...) is applied on top.
+        """
+        return {"bootstrap.servers": self.bootstrap, **self.kafka.client_config(), **(extra or {})}
 
 
 _INT_FIELDS = {f.name for f in fields(Settings) if f.type in ("int", int)}
@@ -117,7 +204,7 @@ def load_settings(
     accepted alias for the bootstrap address.
     """
     env = os.environ if env is None else env
-    known = {f.name for f in fields(Settings)} - {"extra", "metrics", "detection", "alert_rules"}
+    known = {f.name for f in fields(Settings)} - {"extra", "metrics", "detection", "alert_rules", "kafka"}
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     config_path = path or env.get("DRIFTLINE_CONFIG")
@@ -131,7 +218,7 @@ def load_settings(
         for key, raw in loaded.items():
             if key in known:
                 values[key] = _coerce(key, raw, str(config_path))
-            elif key in ("metrics", "models", "detection", "rules", "notify"):
+            elif key in ("metrics", "models", "detection", "rules", "notify", "kafka"):
                 extra[key] = raw
             else:
                 raise ConfigError(f"{key} (from {config_path}): unknown setting")
@@ -155,8 +242,10 @@ def load_settings(
             rules = parse_rules(extra["rules"] or [])
         except ValueError as exc:
             raise ConfigError(f"{exc} (from {config_path})") from None
+    kafka = kafka_security(extra.get("kafka") or {}, env, str(config_path))
     settings = replace(
-        Settings(), **values, metrics=metrics, detection=detection, alert_rules=rules, extra=extra
+        Settings(), **values, metrics=metrics, detection=detection, alert_rules=rules, kafka=kafka,
+        extra=extra,
     )
     _check(settings)
     return settings
@@ -178,6 +267,111 @@ def _check(s: Settings) -> None:
         raise ConfigError("local_controller_port: must differ from local_broker_port")
     if not s.kafka_version.startswith(("3.", "4.")):
         raise ConfigError(f"kafka_version: expected a 3.x or 4.x release, got {s.kafka_version!r}")
+    if s.uses_local_broker and s.kafka.security_protocol != "PLAINTEXT":
+        raise ConfigError(f"kafka.security_protocol: {s.kafka.security_protocol} needs bootstrap_servers "
+                          "(the embedded local broker speaks PLAINTEXT only)")
+
+
+# -- the kafka: section (client security) ------------------------------------------
+KAFKA_KEYS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_file",
+               "ssl_ca_file", "ssl_cert_file", "ssl_key_file")
+
+
+def kafka_security(raw: Any, env: Mapping[str, str], source: str) -> KafkaSecurity:
+    """Build and check :class:`KafkaSecurity` from the ``kafka:`` YAML section and ``DRIFTLINE_KAFKA_*``.
+
+    The environment wins over the file, key by key (``DRIFTLINE_KAFKA_SASL_USERNAME``
+    over ``kafka.sasl_username``), as for every other setting.
+    ``DRIFTLINE_KAFKA_SASL_PASSWORD`` is the password itself (a Kubernetes
+    ``secretKeyRef``); ``sasl_password_file`` / ``DRIFTLINE_KAFKA_SASL_PASSWORD_FILE``
+    a file holding it (a mounted Secret; one trailing newline is dropped).
+    Everything is checked here, at start-up: the protocol and mechanism,
+    that SASL has a user and a password, that the certificate files are
+    readable, and that no SASL or TLS option is set for a protocol that would
+    silently ignore it (a forgotten ``security_protocol`` would otherwise
+    surface as a connection that hangs). Errors name the field
+    (``kafka.ssl_ca_file (from DRIFTLINE_KAFKA_SSL_CA_FILE): ...``), never the password.
+    """
+    section = _mapping(raw, f"kafka (from {source})")
+    values: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for key, value in section.items():
+        if key not in KAFKA_KEYS:
+            known = ", ".join(KAFKA_KEYS)
+            raise ConfigError(f"kafka.{key} (from {source}): unknown setting (known: {known})")
+        if not isinstance(value, str):
+            raise ConfigError(f"kafka.{key} (from {source}): expected a string, got {type(value).__name__}")
+        if key == "sasl_password" and not value.startswith(("env:", "file:")):
+            raise ConfigError(f"kafka.sasl_password (from {source}): must be a reference, env:NAME or "
+                              "file:/path; a password does not belong in the config file (a ConfigMap)")
+        values[key], origin[key] = value, source
+    for key in KAFKA_KEYS:
+        var = f"DRIFTLINE_KAFKA_{key.upper()}"
+        if var in env:
+            # DRIFTLINE_KAFKA_SASL_PASSWORD holds the password itself: refer to the variable.
+            values[key], origin[key] = (f"env:{var}" if key == "sasl_password" else env[var]), var
+
+    def where(key: str) -> str:
+        return f"kafka.{key} (from {origin.get(key, 'defaults')})"
+
+    protocol = values.get("security_protocol", "PLAINTEXT").strip().upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(f"{where('security_protocol')}: must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                          f"got {values['security_protocol']!r}")
+    sasl, tls = protocol.startswith("SASL_"), protocol in ("SSL", "SASL_SSL")
+    for key in ("sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_file"):
+        if values.get(key) and not sasl:
+            raise ConfigError(f"{where(key)}: set, but security_protocol is {protocol} (SASL needs "
+                              "SASL_SSL or SASL_PLAINTEXT)")
+    for key in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file"):
+        if values.get(key) and not tls:
+            raise ConfigError(f"{where(key)}: set, but security_protocol is {protocol} (TLS needs SSL or "
+                              "SASL_SSL)")
+        if values.get(key) and not os.access(values[key], os.R_OK):
+            raise ConfigError(f"{where(key)}: cannot read {values[key]}")
+    if bool(values.get("ssl_cert_file")) != bool(values.get("ssl_key_file")):
+        missing = "ssl_key_file" if values.get("ssl_cert_file") else "ssl_cert_file"
+        raise ConfigError(f"kafka.{missing}: a client certificate needs both ssl_cert_file and ssl_key_file")
+    password = None
+    mechanism = values.get("sasl_mechanism", "").strip().upper()
+    if sasl:
+        if mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"{where('sasl_mechanism')}: {protocol} needs one of "
+                              f"{', '.join(SASL_MECHANISMS)}, got {values.get('sasl_mechanism', '')!r}")
+        if not values.get("sasl_username"):
+            raise ConfigError(f"{where('sasl_username')}: {protocol} needs a user name")
+        if values.get("sasl_password") and values.get("sasl_password_file"):
+            raise ConfigError(f"{where('sasl_password_file')}: give the password once: sasl_password or "
+                              "sasl_password_file, not both")
+        ref = values.get("sasl_password") or (
+            "file:" + values["sasl_password_file"] if values.get("sasl_password_file") else "")
+        key = "sasl_password_file" if values.get("sasl_password_file") else "sasl_password"
+        if not ref:
+            raise ConfigError(f"kafka.sasl_password: {protocol} needs a password "
+                              "(DRIFTLINE_KAFKA_SASL_PASSWORD or kafka.sasl_password_file)")
+        from streams.notify.secrets import resolve_secret
+
+        try:
+            password = resolve_secret(ref, where(key), env)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    security = KafkaSecurity(security_protocol=protocol, sasl_mechanism=mechanism if sasl else "",
+                             sasl_username=values.get("sasl_username", ""), sasl_password=password,
+                             ssl_ca_file=values.get("ssl_ca_file", ""),
+                             ssl_cert_file=values.get("ssl_cert_file", ""),
+                             ssl_key_file=values.get("ssl_key_file", ""))
+    # A CA file that is not PEM, a key that does not match its certificate: say so now, not at connect.
+    if security.ssl_ca_file:
+        try:
+            ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=security.ssl_ca_file)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"{where('ssl_ca_file')}: not a PEM CA certificate ({exc})") from None
+    try:
+        security.ssl_context()
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"{where('ssl_cert_file')}: certificate and ssl_key_file do not load as a pair "
+                          f"({exc})") from None
+    return security
 
 
 _METRICS_DURATIONS = {"allowed_lateness": "allowed_lateness_ms", "idle_close": "idle_close_ms",

@@ -117,12 +117,11 @@ def _producer(settings: Settings) -> Any:
     from confluent_kafka import Producer
 
     return Producer(
-        {
-            "bootstrap.servers": settings.bootstrap,
+        settings.kafka_client_config({
             "enable.idempotence": True,
             "acks": "all",
             "message.max.bytes": 16 * 1024 * 1024,
-        }
+        })
     )
 
 
@@ -181,7 +180,8 @@ def cmd_profile(args: Any, settings: Settings) -> int:
     from streams.app.profiles import ProfileStore, follow_profiles
 
     store = ProfileStore()
-    follow_profiles(settings.bootstrap, settings.topic("profiles"), store).stop()
+    follow_profiles(settings.bootstrap, settings.topic("profiles"), store,
+                    client_config=settings.kafka_client_config()).stop()
     found = store.get(args.path, args.version or "*")
     if found is None:
         print(f"no profile for {args.path} {args.version or '(any version)'}", file=sys.stderr)

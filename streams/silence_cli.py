@@ -25,7 +25,7 @@ PREFIX = "silence:"
 def _producer(settings: Settings) -> Any:
     from confluent_kafka import Producer
 
-    return Producer({"bootstrap.servers": settings.bootstrap, "enable.idempotence": True, "acks": "all"})
+    return Producer(settings.kafka_client_config({"enable.idempotence": True, "acks": "all"}))
 
 
 def _send(settings: Settings, key: str, value: bytes | None) -> None:
@@ -56,7 +56,8 @@ def current(settings: Settings) -> list[Any]:
     silences = LockedSilences()
     now = int(time.time() * 1000)
     follower = TopicFollower(
-        settings.bootstrap, settings.topic("control"), lambda k, v: silences.apply_record(k, v, now)
+        settings.bootstrap, settings.topic("control"), lambda k, v: silences.apply_record(k, v, now),
+        settings.kafka_client_config(),
     )
     follower.start(30)
     follower.stop()

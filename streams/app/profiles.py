@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from streams.core.drift.profile import ReferenceProfile
@@ -81,11 +81,14 @@ class TopicFollower:
     """
 
     def __init__(
-        self, bootstrap: str, topic: str, apply: Callable[[bytes | None, bytes | None], None]
+        self, bootstrap: str, topic: str, apply: Callable[[bytes | None, bytes | None], None],
+        client_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.apply = apply
+        # librdkafka settings on top of ours: security (Settings.kafka_client_config()).
+        self.client_config = dict(client_config or {})
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,6 +112,7 @@ class TopicFollower:
             "group.id": "driftline-follower-unused",  # required by librdkafka; never joined (assign)
             "enable.auto.commit": False,
             "fetch.message.max.bytes": 16 * 1024 * 1024,
+            **self.client_config,
         })
         try:
             while not self._stop.is_set():
@@ -144,9 +148,10 @@ class TopicFollower:
             consumer.close()
 
 
-def follow_profiles(bootstrap: str, topic: str, store: ProfileStore, wait_s: float = 30.0) -> TopicFollower:
+def follow_profiles(bootstrap: str, topic: str, store: ProfileStore, wait_s: float = 30.0,
+                    client_config: Mapping[str, Any] | None = None) -> TopicFollower:
     """Start following the profiles topic into ``store``; returns once caught up (or after ``wait_s``)."""
-    follower = TopicFollower(bootstrap, topic, store.apply)
+    follower = TopicFollower(bootstrap, topic, store.apply, client_config)
     if not follower.start(wait_s):
         log.warning("profiles: not caught up with %s after %.0f s; going on", topic, wait_s)
     return follower

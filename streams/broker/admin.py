@@ -10,7 +10,7 @@ from streams.topics import resolved
 
 
 def admin_config(settings: Settings) -> dict[str, str | int | float | bool]:
-    return {"bootstrap.servers": settings.bootstrap}
+    return settings.kafka_client_config()
 
 
 def create_topics(settings: Settings, timeout_s: float = 30.0) -> dict[str, str]:

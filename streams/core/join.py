@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import count, repeat
 from typing import Any, NamedTuple
 
 
@@ -146,11 +147,17 @@ class LabelJoin:
         index = self._index
         if held is None:
             self.chunks[chunk.chunk_id] = chunk
-            for row, eid in enumerate(chunk.event_id):
-                if eid in index:
-                    self.counters.duplicate_predictions += 1
-                else:
-                    index[eid] = (chunk, row)
+            # The common case, ids new to the join and distinct within the chunk, in C: one dict
+            # built and merged; the per-row loop (first id wins, duplicates counted) only otherwise.
+            fresh = dict(zip(chunk.event_id, zip(repeat(chunk), count()), strict=False))
+            if len(fresh) == len(chunk.event_id) and fresh.keys().isdisjoint(index.keys()):
+                index.update(fresh)
+            else:
+                for row, eid in enumerate(chunk.event_id):
+                    if eid in index:
+                        self.counters.duplicate_predictions += 1
+                    else:
+                        index[eid] = (chunk, row)
             self.stream_time_ms = max(self.stream_time_ms, chunk.newest_ms)
         else:
             chunk = held

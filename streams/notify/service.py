@@ -440,16 +440,15 @@ def run(
     from confluent_kafka import Consumer, Producer
 
     consumer: Any = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap,
+        settings.kafka_client_config({
             "group.id": group or f"{settings.app_id}-notify",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": 10_000,
-        }
+        })
     )
     producer: Any = Producer(
-        {"bootstrap.servers": settings.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+        settings.kafka_client_config({"enable.idempotence": True, "acks": "all", "linger.ms": 5})
     )
     try:
         NotifyLoop(

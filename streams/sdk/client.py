@@ -420,12 +420,26 @@ class DriftlineClient:
         (default ``driftline.``: topics ``<prefix>predictions``,
         ``<prefix>feedback``, ``<prefix>telemetry``). Keyword arguments are
         passed on to the constructor and win over the environment.
+
+        ``DRIFTLINE_KAFKA_*`` (``SECURITY_PROTOCOL``, ``SASL_MECHANISM``,
+        ``SASL_USERNAME``, ``SASL_PASSWORD`` or ``SASL_PASSWORD_FILE``,
+        ``SSL_CA_FILE``, ``SSL_CERT_FILE``, ``SSL_KEY_FILE``) are the worker's
+        Kafka security settings: a model server in the same cluster takes the
+        same variables (checked here, raising ``ValueError`` naming the field);
+        ``producer_config`` entries win over them.
         """
         bootstrap = os.environ.get("DRIFTLINE_BOOTSTRAP") or DEFAULT_BOOTSTRAP
         prefix = os.environ.get("DRIFTLINE_TOPIC_PREFIX", DEFAULT_TOPIC_PREFIX)
         kwargs.setdefault("predictions_topic", prefix + "predictions")
         kwargs.setdefault("feedback_topic", prefix + "feedback")
         kwargs.setdefault("telemetry_topic", prefix + "telemetry")
+        if any(name.startswith("DRIFTLINE_KAFKA_") and name not in ("DRIFTLINE_KAFKA_VERSION",
+                                                                     "DRIFTLINE_KAFKA_CACHE_DIR")
+               for name in os.environ):
+            from streams.config import kafka_security  # only then: keeps the SDK's import light
+
+            security = kafka_security({}, os.environ, "the environment").client_config()
+            kwargs["producer_config"] = {**security, **(kwargs.get("producer_config") or {})}
         return cls(bootstrap, model=model, model_version=model_version, **kwargs)
 
     # -- serving path ----------------------------------------------------------
