@@ -104,8 +104,12 @@ class AnomalyConfig:
     stops where fewer than 25 reference rows remain, a handful of levels
     down, so deeper levels never score but would cost 2**height memory per
     monitor (about 23 MB at 15, under 1 MB at 10). Scores depend on the
-    height (river's normalisation): at 10, normal rows score about 0.1-0.3 and
-    rows far from the last window about 0.75, hence ``threshold`` 0.6.
+    height (river's normalisation) and on how many features vary: at 10, normal
+    rows of a steady stream score about 0.1-0.3 and rows far from the last window
+    about 0.75, hence ``threshold`` 0.6; on telemetry whose CPU % and in-flight
+    requests vary as noise, normal rows score 0.7-0.9, so host monitors raise it
+    to the 99th percentile of their own first window of scores
+    (:mod:`streams.core.detection.hosts`).
     ``window_size`` counts telemetry rows (one per sample); serving rows
     summarise ``serving_rows_of`` predictions each and use
     ``serving_window_size``, so the serving model is warm after 5 000 events.

@@ -1,5 +1,18 @@
 """Everything Driftline watches on one model-server process: anomalies, memory leak, GPU saturation.
 
+**The anomaly threshold is calibrated per host.** Half-Space Trees scores are
+relative: how high a normal row scores depends on how many features vary and
+how noisily (river's normalisation divides by the mass a row would have if
+nothing varied). On a host whose CPU % and in-flight requests both vary as
+noise, normal rows score 0.7-0.9, above the fixed ``threshold`` 0.6, and the
+host would be flagged forever once its first window is learned (the scenario
+run measured exactly that: 11 false alerts). So the first ``window_size``
+scored rows of each host calibrate it: its threshold is the larger of the
+configured one and the :data:`CALIBRATION_QUANTILE` of its own scores, and
+:class:`~streams.core.detection.hysteresis.Hysteresis` still asks for
+``min_consecutive`` rows above it. A host is therefore silent for two windows
+(one to build the trees, one to calibrate).
+
 Telemetry arrives every few seconds per process, so the per-sample cost here
 is irrelevant next to predictions; what matters is that each condition is
 reported once when it starts and once when it ends (the detectors in
@@ -32,6 +45,9 @@ LIMITS = {
 }
 
 
+CALIBRATION_QUANTILE = 0.99
+
+
 class HostMonitor:
     """Detectors of one (model, host): Half-Space Trees on its samples, leak trend, GPU saturation."""
 
@@ -50,6 +66,8 @@ class HostMonitor:
         self.gpus: dict[int, GpuSaturation] = {}
         self.guard = OffsetGuard()
         self.last_score = 0.0
+        self.calibration: list[float] = []  # scores of the calibrating window, until it is full
+        self.threshold: float | None = None  # calibrated; None while calibrating
 
     def _gpu(self, index: int) -> GpuSaturation:
         g = self.gpus.get(index)
@@ -110,6 +128,9 @@ class HostMonitor:
         out = []
         for i, score in enumerate(scores.tolist()):
             at = int(b.event_time_ms[i])
+            if self.threshold is None:
+                self._calibrate(score)
+                continue
             t = self.gate.update(score, at)
             if t is None:
                 continue
@@ -120,7 +141,7 @@ class HostMonitor:
                     model=self.model,
                     active=t.active,
                     score=t.peak if t.active else score,
-                    threshold=self.cfg.anomaly.threshold,
+                    threshold=self.threshold,
                     window_start_ms=t.since_ms,
                     window_end_ms=at,
                     detected_at_ms=at,
@@ -134,6 +155,17 @@ class HostMonitor:
                 )
             )
         return out
+
+    def _calibrate(self, score: float) -> None:
+        """Collect the first window of real scores (0.0 means the trees are not built yet)."""
+        if score <= 0.0:
+            return
+        self.calibration.append(score)
+        if len(self.calibration) >= self.cfg.anomaly.window_size:
+            q = float(np.quantile(self.calibration, CALIBRATION_QUANTILE))
+            self.threshold = max(self.cfg.anomaly.threshold, q)
+            self.gate.threshold = self.threshold
+            self.calibration = []
 
     def _condition(
         self,
@@ -170,6 +202,8 @@ class HostMonitor:
             "leak": self.leak.to_state(),
             "gpus": {str(i): g.to_state() for i, g in self.gpus.items()},
             "score": self.last_score,
+            "calibration": self.calibration,
+            "threshold": self.threshold,
         }
 
     @classmethod
@@ -183,4 +217,10 @@ class HostMonitor:
         m.leak = LeakDetector.from_state(raw["leak"])
         m.gpus = {int(i): GpuSaturation.from_state(s) for i, s in raw["gpus"].items()}
         m.last_score = float(raw["score"])
+        # Absent in states written before calibration existed: such a host calibrates afresh.
+        m.calibration = [float(x) for x in raw.get("calibration", [])]
+        thr = raw.get("threshold")
+        m.threshold = None if thr is None else float(thr)
+        if m.threshold is not None:
+            m.gate.threshold = m.threshold
         return m
