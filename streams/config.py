@@ -192,6 +192,26 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
     return raw
 
 
+def settings_env(s: Settings) -> dict[str, str]:
+    """The ``DRIFTLINE_*`` variables that give a child process (a worker) these settings' identity.
+
+    Bootstrap address, topic prefix, app id, data directory, web port and
+    partitions: what tells one run's worker from another's. Kafka security and
+    the YAML file travel separately (``DRIFTLINE_KAFKA_*``, ``DRIFTLINE_CONFIG``).
+
+    >>> settings_env(Settings(bootstrap_servers="k:9092"))["DRIFTLINE_BOOTSTRAP_SERVERS"]
+    'k:9092'
+    """
+    return {
+        "DRIFTLINE_BOOTSTRAP_SERVERS": s.bootstrap,
+        "DRIFTLINE_TOPIC_PREFIX": s.topic_prefix,
+        "DRIFTLINE_APP_ID": s.app_id,
+        "DRIFTLINE_DATA_DIR": s.data_dir,
+        "DRIFTLINE_WEB_PORT": str(s.web_port),
+        "DRIFTLINE_PARTITIONS": str(s.partitions),
+    }
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,

@@ -26,7 +26,7 @@ from typing import IO, Any
 import orjson
 import yaml
 
-from streams.config import Settings
+from streams.config import Settings, settings_env
 from streams.sim.scenario import Incident, Scenario
 
 __all__ = [
@@ -79,17 +79,7 @@ class RunNamespace:
         return cls(settings, work_dir, config_path)
 
     def worker_env(self) -> dict[str, str]:
-        s = self.settings
-        return {
-            **os.environ,
-            "DRIFTLINE_CONFIG": str(self.config_path),
-            "DRIFTLINE_BOOTSTRAP_SERVERS": s.bootstrap,
-            "DRIFTLINE_TOPIC_PREFIX": s.topic_prefix,
-            "DRIFTLINE_APP_ID": s.app_id,
-            "DRIFTLINE_DATA_DIR": s.data_dir,
-            "DRIFTLINE_WEB_PORT": str(s.web_port),
-            "DRIFTLINE_PARTITIONS": str(s.partitions),
-        }
+        return {**os.environ, "DRIFTLINE_CONFIG": str(self.config_path), **settings_env(self.settings)}
 
 
 class WorkerProcess:

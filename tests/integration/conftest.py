@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, Producer
 from streams.broker.admin import create_topics
 from streams.broker.local import LocalBroker
 from streams.config import Settings, load_settings
+from streams.config import settings_env as env_of
 
 pytestmark = pytest.mark.integration
 
@@ -73,15 +74,7 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 
 
 def settings_env(s: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DRIFTLINE_BOOTSTRAP_SERVERS": s.bootstrap_servers,
-        "DRIFTLINE_TOPIC_PREFIX": s.topic_prefix,
-        "DRIFTLINE_APP_ID": s.app_id,
-        "DRIFTLINE_DATA_DIR": s.data_dir,
-        "DRIFTLINE_WEB_PORT": str(s.web_port),
-        "DRIFTLINE_PARTITIONS": str(s.partitions),
-    }
+    return {**os.environ, **env_of(s)}
 
 
 class WorkerProcess:

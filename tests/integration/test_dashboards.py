@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -31,6 +30,7 @@ import yaml
 
 from streams.config import Settings
 from tests.integration.conftest import WorkerProcess, free_port, producer
+from tests.integration.peers import LocalPeer
 from tests.integration.test_detection import (
     BASE_MS,
     BATCH,
@@ -83,14 +83,15 @@ STORY: dict[str, tuple[str | None, set[str]]] = {
 PROMETHEUS_BIN = shutil.which("prometheus")
 
 
-class Prometheus:
+class Prometheus(LocalPeer):
     """A real Prometheus on 127.0.0.1 scraping one worker every second, with the project's rules."""
+
+    name = "prometheus"
 
     def __init__(self, workdir: Path, worker_port: int) -> None:
         binary = PROMETHEUS_BIN
         if binary is None:
             pytest.skip("prometheus not installed (apt-get install prometheus, or make peers)")
-        self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         cfg = yaml.safe_load(PROMETHEUS_YML.read_text())
         cfg["global"].update({"scrape_interval": "1s", "evaluation_interval": "1s"})
@@ -101,34 +102,8 @@ class Prometheus:
         cfg["scrape_configs"] = [job]
         path = workdir / "prometheus.yml"
         path.write_text(yaml.safe_dump(cfg))
-        self.log = workdir / "prometheus.log"
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={path}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=open(self.log, "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
-        self._wait_ready()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _wait_ready(self, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"prometheus not ready:\n{self.log.read_text()[-3000:]}")
+        args = [f"--config.file={path}", f"--storage.tsdb.path={workdir / 'data'}"]
+        super().__init__(binary, args, workdir, free_port())
 
     def get(self, path: str, **params: Any) -> Any:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params, doseq=True)}"
@@ -149,15 +124,6 @@ class Prometheus:
     def query(self, expr: str) -> list[Any]:
         data = self.get("/api/v1/query", query=expr)
         return list(data["result"]) if data["resultType"] in ("vector", "matrix") else [data["result"]]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture()
