@@ -27,7 +27,7 @@ from streams.core.detection.data import DataMonitor
 from streams.core.detection.hosts import HostMonitor
 from streams.core.detection.inputs import InputCounts, InputMonitor
 from streams.core.detection.serving import LatencyMonitor
-from streams.core.detection.signals import make_signal
+from streams.core.detection.signals import condition_signal, make_signal
 from streams.core.drift.profile import ReferenceProfile
 from streams.core.join import Match
 from streams.core.ops.silence import SilenceTracker
@@ -313,20 +313,14 @@ class DetectionEngine:
         if stream == "telemetry":
             labels["host"] = subject
         self._signals.append(
-            make_signal(
+            condition_signal(
+                cond,
                 kind="silence",
                 detector="silence",
                 model=model,
                 model_version=subject if stream == "predictions" else None,
-                active=cond.active,
-                score=float(cond.value),
-                threshold=float(cond.threshold),
-                window_start_ms=cond.since_ms,
-                window_end_ms=now_ms,
-                detected_at_ms=now_ms,
-                since_ms=cond.since_ms,
+                at_ms=now_ms,
                 position=("silence", key, cond.since_ms),
                 labels=labels,
-                evidence=dict(cond.evidence),
             )
         )

@@ -31,7 +31,7 @@ from streams.core.batches import TelemetryBatch
 from streams.core.detection.config import DetectionConfig
 from streams.core.detection.guard import OffsetGuard
 from streams.core.detection.hysteresis import Hysteresis
-from streams.core.detection.signals import make_signal
+from streams.core.detection.signals import condition_signal, make_signal
 from streams.core.ops.gpu import GpuSaturation
 from streams.core.ops.leak import LeakDetector
 
@@ -176,21 +176,14 @@ class HostMonitor:
         pos: tuple[Any, ...],
         labels: dict[str, str],
     ) -> dict[str, Any]:
-        at = int(b.event_time_ms[-1])
-        return make_signal(
+        return condition_signal(
+            cond,
             kind=kind,
             detector=detector,
             model=self.model,
-            active=cond.active,
-            score=float(cond.value),
-            threshold=float(cond.threshold),
-            window_start_ms=cond.since_ms,
-            window_end_ms=at,
-            detected_at_ms=at,
-            since_ms=cond.since_ms,
+            at_ms=int(b.event_time_ms[-1]),
             position=(*pos, kind),
             labels=labels,
-            evidence=dict(cond.evidence),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from streams.core.detection.config import OpsConfig
 from streams.core.detection.guard import OffsetGuard
-from streams.core.detection.signals import make_signal
+from streams.core.detection.signals import condition_signal
 from streams.core.ops.condition import Condition
 from streams.core.ops.invalid_input import InvalidInput
 
@@ -57,19 +57,14 @@ class InputMonitor:
         return [] if cond is None else [self._signal(cond, ("input-timer", cond.since_ms))]
 
     def _signal(self, cond: Condition, position: tuple[Any, ...]) -> dict[str, Any]:
-        return make_signal(
+        return condition_signal(
+            cond,
             kind="invalid_input",
             detector="invalid_input",
             model=self.model,
-            active=cond.active,
-            score=cond.value,
-            threshold=cond.threshold,
-            window_start_ms=cond.since_ms - self.mon.window_ms,
-            window_end_ms=cond.since_ms,
-            detected_at_ms=cond.since_ms,
-            since_ms=cond.since_ms,
+            at_ms=cond.since_ms,
             position=position,
-            evidence=dict(cond.evidence),
+            window_start_ms=cond.since_ms - self.mon.window_ms,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from typing import Any, Literal, get_args
 
 import orjson
 
+from streams.core.ops.condition import Condition
+
 SIGNAL_V1 = "driftline.signal/v1"
 Kind = Literal[
     "concept_drift",
@@ -129,3 +131,38 @@ def make_signal(
     if lbl:
         out["labels"] = {k[:128]: str(v)[:_MAX_TEXT] for k, v in lbl.items()}
     return out
+
+
+def condition_signal(
+    cond: Condition,
+    *,
+    kind: Kind,
+    detector: str,
+    model: str,
+    at_ms: int,
+    position: tuple[Any, ...],
+    model_version: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    window_start_ms: int | None = None,
+) -> dict[str, Any]:
+    """The signal of an operational :class:`~streams.core.ops.condition.Condition` transition at ``at_ms``.
+
+    The window runs from the condition's ``since_ms`` (or ``window_start_ms``) to ``at_ms``; score and
+    threshold are the condition's own value and threshold.
+    """
+    return make_signal(
+        kind=kind,
+        detector=detector,
+        model=model,
+        model_version=model_version,
+        active=cond.active,
+        score=float(cond.value),
+        threshold=float(cond.threshold),
+        window_start_ms=cond.since_ms if window_start_ms is None else window_start_ms,
+        window_end_ms=at_ms,
+        detected_at_ms=at_ms,
+        since_ms=cond.since_ms,
+        position=position,
+        labels=labels,
+        evidence=dict(cond.evidence),
+    )
