@@ -7,11 +7,12 @@ nothing varied). On a host whose CPU % and in-flight requests both vary as
 noise, normal rows score 0.7-0.9, above the fixed ``threshold`` 0.6, and the
 host would be flagged forever once its first window is learned (the scenario
 run measured exactly that: 11 false alerts). So the first ``window_size``
-scored rows of each host calibrate it: its threshold is the larger of the
-configured one and the :data:`CALIBRATION_QUANTILE` of its own scores, and
-:class:`~streams.core.detection.hysteresis.Hysteresis` still asks for
-``min_consecutive`` rows above it. A host is therefore silent for two windows
-(one to build the trees, one to calibrate).
+scored rows of each host calibrate its gate
+(:class:`~streams.core.detection.hysteresis.Hysteresis` with
+``calibrate_rows``): its threshold is the larger of the configured one and the
+:data:`CALIBRATION_QUANTILE` of its own scores, and ``min_consecutive`` rows
+above it are still needed. A host is therefore silent for two windows (one to
+build the trees, one to calibrate).
 
 Telemetry arrives every few seconds per process, so the per-sample cost here
 is irrelevant next to predictions; what matters is that each condition is
@@ -59,15 +60,13 @@ class HostMonitor:
         self.hst = HalfSpaceTrees(
             FEATURES, n_trees=a.n_trees, height=a.height, window_size=a.window_size, limits=LIMITS, seed=0
         )
-        self.gate = Hysteresis(a.threshold, a.min_consecutive)
+        self.gate = Hysteresis(a.threshold, a.min_consecutive, a.window_size, CALIBRATION_QUANTILE)
         self.leak = LeakDetector(
             window_ms=cfg.ops.leak_window_ms, min_growth_bytes_per_h=cfg.ops.leak_min_growth_bytes_per_h
         )
         self.gpus: dict[int, GpuSaturation] = {}
         self.guard = OffsetGuard()
         self.last_score = 0.0
-        self.calibration: list[float] = []  # scores of the calibrating window, until it is full
-        self.threshold: float | None = None  # calibrated; None while calibrating
 
     def _gpu(self, index: int) -> GpuSaturation:
         g = self.gpus.get(index)
@@ -128,9 +127,6 @@ class HostMonitor:
         out = []
         for i, score in enumerate(scores.tolist()):
             at = int(b.event_time_ms[i])
-            if self.threshold is None:
-                self._calibrate(score)
-                continue
             t = self.gate.update(score, at)
             if t is None:
                 continue
@@ -141,7 +137,7 @@ class HostMonitor:
                     model=self.model,
                     active=t.active,
                     score=t.peak if t.active else score,
-                    threshold=self.threshold,
+                    threshold=self.gate.threshold,
                     window_start_ms=t.since_ms,
                     window_end_ms=at,
                     detected_at_ms=at,
@@ -156,16 +152,15 @@ class HostMonitor:
             )
         return out
 
-    def _calibrate(self, score: float) -> None:
-        """Collect the first window of real scores (0.0 means the trees are not built yet)."""
-        if score <= 0.0:
-            return
-        self.calibration.append(score)
-        if len(self.calibration) >= self.cfg.anomaly.window_size:
-            q = float(np.quantile(self.calibration, CALIBRATION_QUANTILE))
-            self.threshold = max(self.cfg.anomaly.threshold, q)
-            self.gate.threshold = self.threshold
-            self.calibration = []
+    @property
+    def threshold(self) -> float | None:
+        """The calibrated anomaly threshold; None while the host is still calibrating."""
+        return self.gate.threshold if self.gate.calibrated else None
+
+    @property
+    def calibration(self) -> list[float]:
+        """Scores collected so far for the calibration (empty once calibrated)."""
+        return self.gate.calibration
 
     def _condition(
         self,
@@ -195,8 +190,6 @@ class HostMonitor:
             "leak": self.leak.to_state(),
             "gpus": {str(i): g.to_state() for i, g in self.gpus.items()},
             "score": self.last_score,
-            "calibration": self.calibration,
-            "threshold": self.threshold,
         }
 
     @classmethod
@@ -206,14 +199,10 @@ class HostMonitor:
         m = cls(cfg, model, host)
         m.guard = OffsetGuard.from_json(raw["applied"])
         m.hst = HalfSpaceTrees.from_state(raw["hst"])
-        m.gate = Hysteresis.from_json(raw["gate"], cfg.anomaly.threshold, cfg.anomaly.min_consecutive)
+        a = cfg.anomaly
+        m.gate = Hysteresis.from_json(raw["gate"], a.threshold, a.min_consecutive, a.window_size,
+                                      CALIBRATION_QUANTILE)
         m.leak = LeakDetector.from_state(raw["leak"])
         m.gpus = {int(i): GpuSaturation.from_state(s) for i, s in raw["gpus"].items()}
         m.last_score = float(raw["score"])
-        # Absent in states written before calibration existed: such a host calibrates afresh.
-        m.calibration = [float(x) for x in raw.get("calibration", [])]
-        thr = raw.get("threshold")
-        m.threshold = None if thr is None else float(thr)
-        if m.threshold is not None:
-            m.gate.threshold = m.threshold
         return m
