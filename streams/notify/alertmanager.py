@@ -64,12 +64,12 @@ from streams.notify.channel import Notification, format_ms, format_number
 from streams.notify.routing import alert_labels
 from streams.notify.secrets import Secret
 from streams.notify.webhook import (
+    HttpChannel,
     check_url,
     encode_json,
     make_client,
     post_json,
     register_log_secret,
-    unregister_log_secret,
 )
 
 __all__ = ["AlertmanagerChannel", "postable_alert"]
@@ -135,7 +135,7 @@ def postable_alert(
     return out
 
 
-class AlertmanagerChannel:
+class AlertmanagerChannel(HttpChannel):
     """Post each notification to an Alertmanager as one postable alert.
 
     Parameters
@@ -192,11 +192,6 @@ class AlertmanagerChannel:
         self._clock = clock
         self._client = make_client(connect_timeout_s, read_timeout_s, transport)
 
-    @property
-    def name(self) -> str:
-        """The receiver's name."""
-        return self._name
-
     def send(self, n: Notification) -> None:
         """POST one postable alert per alert of ``n``; return on a 2xx, else raise :class:`DeliveryError`."""
         what = f"alertmanager {self._name}"
@@ -209,8 +204,3 @@ class AlertmanagerChannel:
             headers["Authorization"] = f"Bearer {token}"
         post_json(self._client, self._url, body, headers, what, now, self._url_secret, token)
 
-    def close(self) -> None:
-        """Close the pooled connections."""
-        if not self._client.is_closed:
-            unregister_log_secret(self._url_secret)
-        self._client.close()

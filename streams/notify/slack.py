@@ -45,12 +45,12 @@ from streams.notify.channel import (
 )
 from streams.notify.secrets import Secret
 from streams.notify.webhook import (
+    HttpChannel,
     check_url,
     encode_json,
     make_client,
     post_json,
     register_log_secret,
-    unregister_log_secret,
 )
 
 __all__ = ["SlackChannel", "slack_payload"]
@@ -187,7 +187,7 @@ def slack_group_payload(alerts: Sequence[Mapping[str, Any]], *, max_alerts: int 
     return {"text": _cut(text, _SECTION_MAX), "blocks": blocks}
 
 
-class SlackChannel:
+class SlackChannel(HttpChannel):
     """Post each notification to a Slack incoming webhook.
 
     Parameters
@@ -235,11 +235,6 @@ class SlackChannel:
         self._clock = clock
         self._client = make_client(connect_timeout_s, read_timeout_s, transport)
 
-    @property
-    def name(self) -> str:
-        """The receiver's name."""
-        return self._name
-
     def send(self, n: Notification) -> None:
         """POST the message of ``n``; return on Slack's 2xx, raise :class:`DeliveryError` otherwise."""
         what = f"slack {self._name}"
@@ -251,8 +246,3 @@ class SlackChannel:
         post_json(self._client, self._url, body, {"Content-Type": "application/json; charset=utf-8"}, what,
                   self._clock(), self._url_secret)
 
-    def close(self) -> None:
-        """Close the pooled connections."""
-        if not self._client.is_closed:
-            unregister_log_secret(self._url_secret)
-        self._client.close()

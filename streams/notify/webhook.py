@@ -79,6 +79,7 @@ from streams.notify.secrets import Secret
 __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
+    "HttpChannel",
     "WebhookChannel",
     "http_error",
     "parse_retry_after",
@@ -330,7 +331,30 @@ def check_url(url: str | Secret, what: str) -> tuple[str, str | None]:
     return raw, raw if isinstance(url, Secret) else None
 
 
-class WebhookChannel:
+class HttpChannel:
+    """What the HTTP channels share: their name, a pooled client, and a URL that may be a credential.
+
+    Subclasses set ``_name``, ``_client`` and ``_url_secret`` (the URL text to keep out of logs, or
+    None) in their constructor.
+    """
+
+    _name: str
+    _client: httpx.Client
+    _url_secret: str | None
+
+    @property
+    def name(self) -> str:
+        """The receiver's name."""
+        return self._name
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        if not self._client.is_closed:
+            unregister_log_secret(self._url_secret)
+        self._client.close()
+
+
+class WebhookChannel(HttpChannel):
     """POST each notification as signed JSON to one URL.
 
     Parameters
@@ -395,11 +419,6 @@ class WebhookChannel:
         self._clock = clock
         self._client = make_client(connect_timeout_s, read_timeout_s, transport)
 
-    @property
-    def name(self) -> str:
-        """The receiver's name."""
-        return self._name
-
     def payload(self, n: Notification) -> dict[str, Any]:
         """The JSON document sent for ``n`` (the envelope around its alerts)."""
         return envelope(n)
@@ -416,8 +435,3 @@ class WebhookChannel:
             headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, body)
         post_json(self._client, self._url, body, headers, what, now, self._url_secret)
 
-    def close(self) -> None:
-        """Close the pooled connections."""
-        if not self._client.is_closed:
-            unregister_log_secret(self._url_secret)
-        self._client.close()
