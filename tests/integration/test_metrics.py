@@ -233,15 +233,24 @@ def test_kill_9_mid_window_then_restart_gives_the_same_final_metrics(
     reader = SnapshotReader(settings)
     want = expected(traffic, with_late_label=False)
     try:
-        assert reader.poll_until(
-            lambda r: all(
-                k in r.latest and r.latest[k]["labels"]["labelled"] == want[k]["labelled"]
-                for k in all_windows()
-            ),
-            timeout_s=120,
-        ), "windows incomplete after restart"
-        reference = _engine_reference(traffic, CONFIG.format(idle="10s"))
         try:
+            # A rare CI failure timed out here with no clue: which windows were missing or short,
+            # and what the workers logged, now go into the message.
+            complete = reader.poll_until(
+                lambda r: all(
+                    k in r.latest and r.latest[k]["labels"]["labelled"] == want[k]["labelled"]
+                    for k in all_windows()
+                ),
+                timeout_s=120,
+            )
+            short = [
+                (str(k), reader.latest[k]["labels"]["labelled"] if k in reader.latest else None,
+                 want[k]["labelled"])
+                for k in all_windows()
+                if k not in reader.latest or reader.latest[k]["labels"]["labelled"] != want[k]["labelled"]
+            ]
+            assert complete, f"windows incomplete after restart (window, labelled, wanted): {short}"
+            reference = _engine_reference(traffic, CONFIG.format(idle="10s"))
             for key in all_windows():
                 check_window(reader.latest[key], want[key])
                 assert_same(reader.latest[key], reference[key], str(key))
