@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import count, repeat
 from typing import Any, NamedTuple
 
 
@@ -39,9 +38,23 @@ class Chunk:
     segment: list[str] | None
     matched: set[int] = field(default_factory=set)
     newest_ms: int = field(init=False)
+    _rows: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.newest_ms = max(self.event_time_ms)
+
+    def row_of(self, event_id: str) -> int:
+        """Row of ``event_id`` (its first occurrence); the lookup is built at the first label.
+
+        Most chunks of a busy model get their labels in bursts or never, so the
+        per-row dict is paid for only by chunks that are joined.
+        """
+        rows = self._rows
+        if rows is None:
+            n = len(self.event_id)
+            # Reversed: a repeated id ends up mapped to its first row.
+            rows = self._rows = dict(zip(reversed(self.event_id), range(n - 1, -1, -1), strict=True))
+        return rows[event_id]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,7 +134,9 @@ class LabelJoin:
         self.horizon_ms = horizon_ms
         self.max_pending = max_pending
         self.chunks: dict[str, Chunk] = {}  # insertion order == arrival order
-        self._index: dict[str, tuple[Chunk, int]] = {}
+        # event id -> the chunk holding it (its row: Chunk.row_of). Values are shared references,
+        # so holding a prediction costs one dict slot, not a (chunk, row) tuple per event.
+        self._index: dict[str, Chunk] = {}
         self.orphans: dict[str, Orphan] = {}
         self._orphan_sources: dict[str, set[str]] = {}
         self.stream_time_ms = 0
@@ -149,22 +164,23 @@ class LabelJoin:
             self.chunks[chunk.chunk_id] = chunk
             # The common case, ids new to the join and distinct within the chunk, in C: one dict
             # built and merged; the per-row loop (first id wins, duplicates counted) only otherwise.
-            fresh = dict(zip(chunk.event_id, zip(repeat(chunk), count()), strict=False))
+            fresh = dict.fromkeys(chunk.event_id, chunk)
             if len(fresh) == len(chunk.event_id) and fresh.keys().isdisjoint(index.keys()):
                 index.update(fresh)
             else:
-                for row, eid in enumerate(chunk.event_id):
+                for eid in chunk.event_id:
                     if eid in index:
                         self.counters.duplicate_predictions += 1
                     else:
-                        index[eid] = (chunk, row)
+                        index[eid] = chunk
             self.stream_time_ms = max(self.stream_time_ms, chunk.newest_ms)
         else:
             chunk = held
         matches: list[Match] = []
         if self.orphans:
             for row, eid in enumerate(chunk.event_id):
-                if eid in self.orphans and row not in chunk.matched and index.get(eid) == (chunk, row):
+                if (eid in self.orphans and row not in chunk.matched and index.get(eid) is chunk
+                        and chunk.row_of(eid) == row):
                     o = self._pop_orphan(eid)
                     chunk.matched.add(row)
                     matches.append(self._match(chunk, row, o.label, o.event_time_ms))
@@ -180,8 +196,8 @@ class LabelJoin:
         matches: list[Match] = []
         index = self._index
         for eid, label, t_ms in zip(event_ids, labels, event_time_ms, strict=True):
-            hit = index.get(eid)
-            if hit is None:
+            chunk = index.get(eid)
+            if chunk is None:
                 if eid in self.orphans:
                     if self.orphans[eid].source != source:
                         self.counters.duplicate_labels += 1
@@ -190,7 +206,7 @@ class LabelJoin:
                 self._orphan_sources.setdefault(source, set()).add(eid)
                 self._new_orphans.setdefault(source, {})[eid] = o
                 continue
-            chunk, row = hit
+            row = chunk.row_of(eid)
             if row in chunk.matched:
                 self.counters.duplicate_labels += 1
                 continue
@@ -249,10 +265,10 @@ class LabelJoin:
     def _drop(self, chunk_id: str, expired: bool) -> None:
         chunk = self.chunks.pop(chunk_id)
         unlabelled = 0
+        index = self._index
         for row, eid in enumerate(chunk.event_id):
-            hit = self._index.get(eid)
-            if hit is not None and hit[0] is chunk:
-                del self._index[eid]
+            if index.get(eid) is chunk:  # rows in order: a repeated id is deleted at its first row
+                del index[eid]
                 unlabelled += row not in chunk.matched
         if expired:
             self.counters.predictions_expired += unlabelled
@@ -282,12 +298,12 @@ class LabelJoin:
         """
         for chunk in sorted(chunks, key=lambda c: c.newest_ms):
             self.chunks[chunk.chunk_id] = chunk
-            for row, eid in enumerate(chunk.event_id):
-                self._index.setdefault(eid, (chunk, row))
+            for eid in chunk.event_id:
+                self._index.setdefault(eid, chunk)
             self.stream_time_ms = max(self.stream_time_ms, chunk.newest_ms)
         for eid, o in orphans:
-            hit = self._index.get(eid)
-            if hit is None or hit[1] not in hit[0].matched:
+            held = self._index.get(eid)
+            if held is None or held.row_of(eid) not in held.matched:
                 self.orphans[eid] = o
                 self._orphan_sources.setdefault(o.source, set()).add(eid)
 

@@ -152,6 +152,16 @@ def _round_significant(x: FloatArray) -> FloatArray:
     return out
 
 
+def _sample_values(x: FloatArray) -> list[list[float | None]]:
+    """Rows of ``x`` as sample values: rounded (short JSON), ``None`` where not finite."""
+    ok = np.isfinite(x)
+    vals = _round_significant(np.where(ok, x, 0.0)).tolist()
+    if ok.all():
+        return vals  # type: ignore[no-any-return]
+    return [[v if f else None for v, f in zip(row, oks, strict=True)]
+            for row, oks in zip(vals, ok.tolist(), strict=True)]
+
+
 class _Num:
     __slots__ = ("counts", "edges", "invalid", "missing", "mu", "sum", "sumsq")
 
@@ -168,7 +178,8 @@ class _Num:
     def prepare(col: Sequence[Any]) -> tuple[FloatArray, BoolArray | None]:
         return numeric_column(col)
 
-    def add(self, prepared: tuple[FloatArray, BoolArray | None], cand: list[int]) -> list[float | None]:
+    def add(self, prepared: tuple[FloatArray, BoolArray | None], cand: list[int]) -> FloatArray:
+        """Count the values; return the raw values of the ``cand`` rows (the caller rounds them)."""
         x, other = prepared
         n = len(x)
         fin = np.isfinite(x)
@@ -183,12 +194,7 @@ class _Num:
             d = xs - self.mu
             self.sum += float(d.sum())
             self.sumsq += float(np.dot(d, d))
-        if not cand:
-            return []
-        vals = x[cand]
-        ok = np.isfinite(vals)
-        vals = _round_significant(np.where(ok, vals, 0.0))
-        return [v if f else None for v, f in zip(vals.tolist(), ok.tolist(), strict=True)]
+        return x[cand]
 
     def bins(self) -> NumericBins:
         n = int(self.counts.sum())
@@ -419,6 +425,7 @@ class WindowHistogram:
             except ValueError as exc:
                 raise ValueError(f"predictions: {exc}") from None
         s_cols = self._s_cols
+        numeric: list[tuple[str, FloatArray]] = []
         for name, tr in self._features.items():
             prep = prepared.get(name)
             if prep is None:
@@ -427,8 +434,16 @@ class WindowHistogram:
                     s_cols[name].extend([None] * len(cand))
                 continue
             vals = tr.add(prep, cand)
-            if cand:
+            if not cand:
+                continue
+            if isinstance(vals, np.ndarray):
+                numeric.append((name, vals))
+            else:
                 s_cols[name].extend(vals)
+        if numeric:  # rounded together: one vectorised pass per batch, not one per feature
+            rounded = _sample_values(np.stack([v for _, v in numeric]))
+            for (name, _), column in zip(numeric, rounded, strict=True):
+                s_cols[name].extend(column)
         if len(features) > len(self._features) or any(k not in self._features for k in features):
             self._untracked += sum(len(c) for k, c in features.items() if k not in self._features)
         if self._pred is not None:

@@ -812,6 +812,17 @@ def _sample_value(v: Any) -> float | str | None:
     return category_label(v)
 
 
+def _sample_column(values: list[Any]) -> list[float | str | None]:
+    """:func:`_sample_value` of each value; a column of floats (and None) without a call per value."""
+    if set(map(type, values)) <= _FLOAT_NONE:
+        # x - x is 0.0 for finite floats only (NaN and infinities give NaN)
+        return [v if v is not None and v - v == 0.0 else None for v in values]
+    return list(map(_sample_value, values))
+
+
+_FLOAT_NONE = frozenset({float, type(None)})
+
+
 class ProfileBuilder:
     """Build a :class:`ReferenceProfile` as a fold over column batches.
 
@@ -879,9 +890,9 @@ class ProfileBuilder:
         self._cols: dict[str, _ColumnAcc] = {}
         self._pred: _ColumnAcc | None = None
         self._pred_rows = 0
-        # row sample: keys and values (dict per row), cut back to the smallest keys
+        # row sample: keys and parallel value columns, cut back to the smallest keys
         self._s_keys: list[int] = []
-        self._s_rows: list[dict[str, float | str | None]] = []
+        self._s_cols: dict[str, list[float | str | None]] = {}
         self._s_threshold: int | None = None
 
     @property
@@ -938,16 +949,27 @@ class ProfileBuilder:
             cand: list[int] = list(range(len(keys)))
         else:
             cand = np.flatnonzero(keys < _U64(self._s_threshold)).tolist()
-        for i in cand:
-            self._s_keys.append(int(keys[i]))
-            self._s_rows.append({name: _sample_value(col[i]) for name, col in features.items()})
+        if not cand:
+            return
+        held = len(self._s_keys)
+        self._s_keys.extend(keys[cand].tolist())
+        cols = self._s_cols
+        for name, col in features.items():
+            dst = cols.get(name)
+            if dst is None:
+                dst = cols[name] = [None] * held
+            dst.extend(_sample_column([col[i] for i in cand]))
+        if len(cols) > len(features):
+            for name, dst in cols.items():
+                if name not in features:
+                    dst.extend([None] * len(cand))
         if len(self._s_keys) > 2 * self.sample_rows:
             self._cut_sample()
 
     def _cut_sample(self) -> None:
         order = sorted(range(len(self._s_keys)), key=self._s_keys.__getitem__)[: self.sample_rows]
         self._s_keys = [self._s_keys[i] for i in order]
-        self._s_rows = [self._s_rows[i] for i in order]
+        self._s_cols = {name: [col[i] for i in order] for name, col in self._s_cols.items()}
         if order and len(order) == self.sample_rows:
             self._s_threshold = self._s_keys[-1]
 
@@ -962,7 +984,7 @@ class ProfileBuilder:
         self._cut_sample()
         sample: dict[str, list[float | str | None]] = {}
         for name, fp in features.items():
-            raw = [row.get(name) for row in self._s_rows]
+            raw = self._s_cols.get(name) or [None] * len(self._s_keys)
             if isinstance(fp, CategoricalProfile):
                 sample[name] = [v if v is None or isinstance(v, str) else category_label(v) for v in raw]
             else:
