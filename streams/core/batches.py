@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streams.core.columns import FeatureColumns
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -39,6 +41,7 @@ class PredictionBatch:
     event_time_ms: IntArray
     latency_ms: FloatArray
     is_error: BoolArray
+    #: Feature name -> column; a :class:`FeatureColumns` (conversions shared by the stages) from the codec.
     features: dict[str, list[Any]] = field(default_factory=dict)
     prediction: list[Any] | None = None
     segment: dict[str, list[str | None]] | None = None
@@ -61,7 +64,7 @@ class PredictionBatch:
             event_time_ms=self.event_time_ms[index],
             latency_ms=self.latency_ms[index],
             is_error=self.is_error[index],
-            features={k: pick(v) for k, v in self.features.items()},
+            features=FeatureColumns({k: pick(v) for k, v in self.features.items()}),
             prediction=None if self.prediction is None else pick(self.prediction),
             segment=None if self.segment is None else {k: pick(v) for k, v in self.segment.items()},
             request_id=None if self.request_id is None else pick(self.request_id),

@@ -50,6 +50,8 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
+from streams.core.columns import FeatureColumns
+
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -297,21 +299,33 @@ class _Part:
             self.set_categorical(_weighted_counts(cat_v, None if w is None else w[cat_i], self.scale))
 
 
-def _summarize(cols: list[Sequence[Any]], w: FloatArray | None, scale: float) -> list[_Part]:
-    """Per-column contributions of one batch; pure, so it raises before any state changes."""
+def _summarize(cols: list[Sequence[Any]], w: FloatArray | None, scale: float,
+               names: list[str] | None = None, memo: FeatureColumns | None = None) -> list[_Part]:
+    """Per-column contributions of one batch; pure, so it raises before any state changes.
+
+    With ``memo`` (the batch's :class:`FeatureColumns`, ``names`` parallel to
+    ``cols``) the value types, value counts and float conversions come from
+    it: computed once per batch for every stage that reads the columns.
+    """
     parts = [_Part(scale) for _ in cols]
     numeric: list[int] = []
     for j, col in enumerate(cols):
+        name = None if memo is None or names is None else names[j]
         t0 = type(col[0])
         counts: dict[Any, float] | None = None
         if t0 is str or t0 is bool:
             # Most likely categorical: count in C first, then check the distinct keys only.
-            counts = _weighted_counts(col, w, scale)
+            if name is not None and w is None and scale == 1.0:
+                assert memo is not None
+                counts = dict(memo.counts(name))  # set_categorical owns (and edits) its counts
+            else:
+                counts = _weighted_counts(col, w, scale)
             key_types = set(map(type, counts))
             if key_types <= _CATEGORY_KEY_TYPES:
                 parts[j].set_categorical(counts, key_types)
                 continue
-        kinds = {_kind_of(t) for t in set(map(type, col))}
+        types = set(map(type, col)) if name is None else memo.types(name)  # type: ignore[union-attr]
+        kinds = {_kind_of(t) for t in types}
         if kinds <= _NUMERIC_KINDS:
             numeric.append(j)
         elif _NUMERIC not in kinds:
@@ -324,7 +338,10 @@ def _summarize(cols: list[Sequence[Any]], w: FloatArray | None, scale: float) ->
         rows: list[int] = []
         for j in numeric:
             try:
-                x[len(rows)] = cols[j]  # one C conversion; None becomes NaN
+                if memo is not None and names is not None:
+                    x[len(rows)] = memo.numeric(names[j])[0]  # converted once for all stages
+                else:
+                    x[len(rows)] = cols[j]  # one C conversion; None becomes NaN
             except OverflowError:  # an int beyond the float range
                 parts[j].set_mixed(cols[j], w)
             else:
@@ -691,7 +708,8 @@ class FeatureStats:
                 free -= 1
             else:
                 dropped += 1
-        parts = _summarize([col for _, col in tracked], w, scale)
+        memo = features if isinstance(features, FeatureColumns) else None
+        parts = _summarize([col for _, col in tracked], w, scale, [name for name, _ in tracked], memo)
 
         capacity = self.capacity
         for (name, _), part in zip(tracked, parts, strict=True):

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streams.core.batches import FeedbackBatch, PredictionBatch, first_occurrences
+from streams.core.columns import FeatureColumns
 from streams.events import models as m
 from streams.events.reasons import Reason
 
@@ -364,7 +365,7 @@ def _prediction_batch_from_rows(model: str, version: str, rows: list[m.Predictio
         event_time_ms=np.array([r.event_time_ms for r in rows], dtype=np.int64),
         latency_ms=np.array([r.latency_ms for r in rows], dtype=np.float64),
         is_error=np.array([r.status == "error" for r in rows], dtype=np.bool_),
-        features={k: [r.features.get(k) for r in rows] for k in names},
+        features=FeatureColumns({k: [r.features.get(k) for r in rows] for k in names}),
         prediction=[r.prediction for r in rows] if any_pred else None,
         segment={k: [(r.segment or {}).get(k) for r in rows] for k in segment_keys}
         if segment_keys
@@ -386,7 +387,7 @@ def _add_prediction_columns(b: m.PredictionColumnsV1, data: bytes, out: Decoded)
         event_time_ms=np.asarray(b.event_time_ms, dtype=np.int64),
         latency_ms=np.asarray(b.latency_ms, dtype=np.float64),
         is_error=np.asarray(b.status) == "error",
-        features=b.features,
+        features=FeatureColumns(b.features),
         prediction=b.prediction,
         segment=b.segment,
         request_id=b.request_id,

@@ -48,7 +48,7 @@ from streams.core.drift.data_drift import DataDriftConfig, DriftReport, evaluate
 from streams.core.drift.domain import domain_auc
 from streams.core.drift.histogram import WindowHistogram
 from streams.core.drift.profile import NumericProfile, ProfileBuilder, ReferenceProfile, row_keys
-from streams.core.drift.sequential import DEFAULT_FEATURE_PH, build, restore
+from streams.core.drift.sequential import DEFAULT_FEATURE_PH, build, restore, update_one
 
 PREDICTION = "__prediction__"
 Found = tuple[str, ReferenceProfile] | None
@@ -152,10 +152,9 @@ class DataMonitor:
         assert self.hist is not None
         features, preds, n_rows = self._sample(batch, preds, pos)
         if n_rows:
-            before = self._moments()
             self.hist.add(features, preds, rows_seed(*pos))
             if self.cfg.sequential:
-                self._chunks(before, n_rows, batch, pos, out)
+                self._chunks(self.hist.batch_moments(), n_rows, batch, pos, out)
         span_ms = int(batch.event_time_ms.max()) - self.window_start_ms
         n = self.hist.n
         if (n >= self.cfg.window_events and span_ms >= self.cfg.window_ms) or n >= self.cfg.max_window_events:
@@ -233,29 +232,25 @@ class DataMonitor:
 
     # -- sequential detectors on chunks ------------------------------------------------------
 
-    def _moments(self) -> dict[str, tuple[int, float, float]]:
-        assert self.hist is not None and self.profile is not None
-        return {
-            name: self.hist.moments(name)
-            for name, fp in self.profile.features.items()
-            if isinstance(fp, NumericProfile) and fp.std
-        }
-
     def _chunks(
         self,
-        before: dict[str, tuple[int, float, float]],
+        moments: dict[str, tuple[int, float, float]],
         n_batch: int,
         batch: PredictionBatch,
         pos: tuple[Any, ...],
         out: DataOutcome,
     ) -> None:
-        after = self._moments()
-        for name, (n1, s1, q1) in after.items():
-            n0, s0, q0 = before.get(name, (0, 0.0, 0.0))
+        """Add the batch's per-feature moments (sums of ``x - reference mean``) to the open chunk."""
+        assert self.profile is not None
+        features = self.profile.features
+        for name, (n1, s1, q1) in moments.items():
+            fp = features[name]
+            if not (isinstance(fp, NumericProfile) and fp.std):
+                continue
             acc = self.chunk.setdefault(name, [0.0, 0.0, 0.0])
-            acc[0] += n1 - n0
-            acc[1] += s1 - s0
-            acc[2] += q1 - q0
+            acc[0] += n1
+            acc[1] += s1
+            acc[2] += q1
         self.chunk_events += n_batch
         if self.chunk_events < self.cfg.chunk_events:
             return
@@ -277,7 +272,7 @@ class DataMonitor:
                     chunk_detector(self.cfg.chunk_events),
                 ]
             for stat, det, z in (("mean", dets[0], z_mean), ("spread", dets[1], z_var)):
-                for d in det.update_many(np.asarray([z])):
+                for d in update_one(det, z):
                     out.signals.append(
                         make_signal(
                             kind="data_drift",

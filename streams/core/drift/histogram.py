@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streams.core.batches import top_class
+from streams.core.columns import FeatureColumns
 from streams.core.drift._json import as_count, as_finite, as_label, as_object, exact_keys
 from streams.core.drift.profile import (
     PREDICTION,
@@ -178,23 +179,12 @@ class _Num:
     def prepare(col: Sequence[Any]) -> tuple[FloatArray, BoolArray | None]:
         return numeric_column(col)
 
-    def add(self, prepared: tuple[FloatArray, BoolArray | None], cand: list[int]) -> FloatArray:
-        """Count the values; return the raw values of the ``cand`` rows (the caller rounds them)."""
-        x, other = prepared
-        n = len(x)
-        fin = np.isfinite(x)
-        nf = int(np.count_nonzero(fin))
-        inv = 0 if other is None else int(np.count_nonzero(other))
-        self.invalid += inv
-        self.missing += n - nf - inv
-        if nf:
-            xs = x if nf == n else x[fin]
-            idx = np.searchsorted(self.edges, xs, side="left")
-            self.counts += np.bincount(idx, minlength=len(self.counts))
-            d = xs - self.mu
-            self.sum += float(d.sum())
-            self.sumsq += float(np.dot(d, d))
-        return x[cand]
+    @staticmethod
+    def prepare_from(columns: FeatureColumns, name: str) -> tuple[FloatArray, BoolArray | None]:
+        return columns.numeric(name)
+
+    def add(self, prepared: tuple[FloatArray, BoolArray | None]) -> None:
+        _fold_numeric([self], [prepared])
 
     def bins(self) -> NumericBins:
         n = int(self.counts.sum())
@@ -225,11 +215,53 @@ class _Num:
             raise ValueError(f"{where}.sumsq: must be >= 0, got {self.sumsq!r}")
 
 
-def _label_counts(col: Sequence[Any]) -> Counter[str | None]:
-    """Count of each label of a column, in C where the values are their own labels."""
-    types = set(map(type, col))
+def _fold_numeric(trackers: Sequence[_Num], prepared: Sequence[tuple[FloatArray, BoolArray | None]]
+                  ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Fold one batch into several numeric trackers at once; return the batch's values and moments.
+
+    The moments are taken for all features in a few calls on one 2-D array
+    (numpy's per-call cost paid once per batch, not once per feature); only
+    the binning (``searchsorted`` against each feature's own edges) is per
+    feature. Returns ``(x, n, sum, sumsq)``: the values (features x rows) and,
+    per feature, the count of finite values and the sums of ``x - mu`` and
+    its square over them.
+    """
+    x = np.stack([p[0] for p in prepared])
+    fin = np.isfinite(x)
+    all_fin = bool(fin.all())
+    nf = fin.sum(axis=1)
+    mu = np.array([tr.mu for tr in trackers])
+    d = x - mu[:, None]
+    if not all_fin:
+        d[~fin] = 0.0
+    sums = d.sum(axis=1)
+    sumsq = np.einsum("ij,ij->i", d, d)
+    n = x.shape[1]
+    for r, tr in enumerate(trackers):
+        other = prepared[r][1]
+        inv = 0 if other is None else int(np.count_nonzero(other))
+        k = int(nf[r])
+        tr.invalid += inv
+        tr.missing += n - k - inv
+        if k:
+            xs = x[r] if all_fin or k == n else x[r][fin[r]]
+            tr.counts += np.bincount(np.searchsorted(tr.edges, xs, side="left"), minlength=len(tr.counts))
+            tr.sum += float(sums[r])
+            tr.sumsq += float(sumsq[r])
+    return x, nf, sums, sumsq
+
+
+def _label_counts(col: Sequence[Any], types: frozenset[type] | set[type] | None = None,
+                  counts: Counter[Any] | None = None) -> Counter[str | None]:
+    """Count of each label of a column, in C where the values are their own labels.
+
+    ``types`` and ``counts`` (the column's value types and ``Counter``) are
+    used when the caller has them already (:class:`FeatureColumns`).
+    """
+    if types is None:
+        types = set(map(type, col))
     if types <= _STR_NONE:
-        return Counter(col)
+        return Counter(col) if counts is None else counts
     if any(issubclass(t, _BOOLISH) for t in types) and any(
         issubclass(t, _NUMBERISH) and not issubclass(t, _BOOLISH) for t in types
     ):  # True == 1 == 1.0 under hashing: label value by value
@@ -258,6 +290,12 @@ class _Cat:
     @staticmethod
     def prepare(col: Sequence[Any]) -> tuple[Sequence[Any], Counter[str | None]]:
         return col, _label_counts(col)
+
+    @staticmethod
+    def prepare_from(columns: FeatureColumns, name: str) -> tuple[Sequence[Any], Counter[str | None]]:
+        col = columns[name]
+        types = columns.types(name)
+        return col, _label_counts(col, types, columns.counts(name) if types <= _STR_NONE else None)
 
     def add(
         self, prepared: tuple[Sequence[Any], Counter[str | None]], cand: list[int]
@@ -361,6 +399,7 @@ class WindowHistogram:
         self._s_keys: list[int] = []
         self._s_cols: dict[str, list[float | str | None]] = {k: [] for k in self._features}
         self._s_threshold: int | None = None
+        self._last_moments: dict[str, tuple[int, float, float]] = {}
 
     @classmethod
     def initialize(cls, profile: ReferenceProfile, sample_rows: int = 256) -> WindowHistogram:
@@ -406,12 +445,13 @@ class WindowHistogram:
                 cand = sel.tolist()
                 keys = k[sel].tolist()
         # convert and check every column first: a bad batch is refused whole, never half folded
+        memo = features if isinstance(features, FeatureColumns) else None
         prepared: dict[str, Any] = {}
         for name, tr in self._features.items():
             col = features.get(name)
             if col is not None:
                 try:
-                    prepared[name] = tr.prepare(col)
+                    prepared[name] = tr.prepare(col) if memo is None else tr.prepare_from(memo, name)
                 except ValueError as exc:
                     raise ValueError(f"features[{name!r}]: {exc}") from None
         pred: Any = None
@@ -425,30 +465,36 @@ class WindowHistogram:
             except ValueError as exc:
                 raise ValueError(f"predictions: {exc}") from None
         s_cols = self._s_cols
-        numeric: list[tuple[str, FloatArray]] = []
+        num_names: list[str] = []
+        num_trackers: list[_Num] = []
         for name, tr in self._features.items():
             prep = prepared.get(name)
             if prep is None:
                 tr.missing += n
                 if cand:
                     s_cols[name].extend([None] * len(cand))
-                continue
-            vals = tr.add(prep, cand)
-            if not cand:
-                continue
-            if isinstance(vals, np.ndarray):
-                numeric.append((name, vals))
+            elif isinstance(tr, _Num):
+                num_names.append(name)
+                num_trackers.append(tr)
             else:
-                s_cols[name].extend(vals)
-        if numeric:  # rounded together: one vectorised pass per batch, not one per feature
-            rounded = _sample_values(np.stack([v for _, v in numeric]))
-            for (name, _), column in zip(numeric, rounded, strict=True):
-                s_cols[name].extend(column)
+                vals = tr.add(prep, cand)
+                if cand:
+                    s_cols[name].extend(vals)
+        self._last_moments = {}
+        if num_trackers:
+            x, nf, sums, sumsq = _fold_numeric(num_trackers, [prepared[k] for k in num_names])
+            self._last_moments = dict(zip(num_names, zip(nf.tolist(), sums.tolist(), sumsq.tolist(),
+                                                          strict=True), strict=True))
+            if cand:  # rounded together: one vectorised pass per batch, not one per feature
+                for name, column in zip(num_names, _sample_values(x[:, cand]), strict=True):
+                    s_cols[name].extend(column)
         if len(features) > len(self._features) or any(k not in self._features for k in features):
             self._untracked += sum(len(c) for k, c in features.items() if k not in self._features)
         if self._pred is not None:
             if pred is None:
                 self._pred.missing += n
+            elif isinstance(self._pred, _Num):
+                self._pred.add(pred)
             else:
                 self._pred.add(pred, [])
         self._n += n
@@ -486,6 +532,10 @@ class WindowHistogram:
         if not isinstance(tr, _Num):
             raise ValueError(f"name: {name!r} is not a numeric feature of the profile")
         return int(tr.counts.sum()), tr.sum, tr.sumsq
+
+    def batch_moments(self) -> dict[str, tuple[int, float, float]]:
+        """:meth:`moments` of the last batch alone, per numeric feature it held (sums of ``x - mu``)."""
+        return self._last_moments
 
     def sample(self) -> dict[str, list[float | str | None]]:
         """The row sample, column by column (floats for numeric features, labels for categorical ones)."""

@@ -171,6 +171,13 @@ class PageHinkley:
         self._n_detections += len(detections)
         return detections
 
+    def update_one(self, value: float) -> list[Detection]:
+        """``update_many([value])`` without numpy when it does not alarm (same results, bit for bit)."""
+        if math.isfinite(value) and self._step(value):
+            self._n_seen += 1
+            return []
+        return self.update_many(np.asarray([value], dtype=np.float64))
+
     def _step(self, x: float) -> bool:
         """One value without numpy (chunk statistics arrive one at a time); False if it would alarm.
 

@@ -59,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streams.core.batches import top_class
+from streams.core.columns import FeatureColumns, is_number, numeric_column
 from streams.core.drift._json import as_count, as_finite, as_int, as_label, as_object, as_str, exact_keys
 
 __all__ = [
@@ -92,7 +93,6 @@ PROPORTION_FLOOR: Final = 1e-4
 
 _TOL_SUM = 1e-6  # tolerance on "proportions sum to one"
 _FLOAT_INT_LIMIT = 2.0**53  # integers below this are exact in float64
-_FAST_NUMERIC_TYPES = frozenset({float, int, type(None)})
 _U64 = np.uint64
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
 _MIX1 = _U64(0xBF58476D1CE4E5B9)
@@ -114,12 +114,7 @@ _CATEGORICAL_KEYS = frozenset({"kind", "categories", "other", "count", "missing_
 # --------------------------------------------------------------------------------------------
 
 
-_NUMBER_TYPES = (int, float, np.integer, np.floating)
-_BOOL_TYPES = (bool, np.bool_)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, _NUMBER_TYPES) and not isinstance(v, _BOOL_TYPES)
+_is_number = is_number
 
 
 def category_label(v: Any) -> str | None:
@@ -155,47 +150,6 @@ def category_label(v: Any) -> str | None:
     raise ValueError(
         f"unsupported value type {type(v).__name__} (numbers, strings, booleans, None or probability maps)"
     )
-
-
-def numeric_column(col: Sequence[Any]) -> tuple[FloatArray, BoolArray | None]:
-    """A column as float64 values plus the mask of its non-numeric values.
-
-    Returns ``(x, other)``: ``x`` holds the numbers, NaN where the value is
-    missing (``None``, NaN) or not a number; ``other`` flags the present values
-    that are not numbers (strings, booleans), or is ``None`` when there are
-    none. Infinities are kept in ``x``; callers treat them as missing.
-
-    The common case, a column of Python floats, ints and ``None``, is one
-    ``np.array`` call (numpy turns ``None`` into NaN); only a column holding
-    other types is looked at value by value. Booleans are never numbers here
-    (``float(True)`` would silently be 1.0).
-
-    >>> x, other = numeric_column([1, None, 2.5])
-    >>> x.tolist(), other
-    ([1.0, nan, 2.5], None)
-    >>> x, other = numeric_column([1, "a", True, None])
-    >>> x.tolist(), other.tolist()
-    ([1.0, nan, nan, nan], [False, True, True, False])
-    """
-    if isinstance(col, np.ndarray) and col.dtype.kind in "fiu":
-        return np.asarray(col, dtype=np.float64), None
-    types = set(map(type, col))
-    if types <= _FAST_NUMERIC_TYPES:
-        return np.array(col, dtype=np.float64), None
-    n = len(col)
-    x = np.full(n, np.nan)
-    if not any(issubclass(t, _NUMBER_TYPES) and not issubclass(t, _BOOL_TYPES) for t in types):
-        other = np.fromiter((v is not None for v in col), dtype=np.bool_, count=n)  # no number at all
-        return x, (other if other.any() else None)
-    other = np.zeros(n, dtype=np.bool_)
-    for i, v in enumerate(col):
-        if v is None:
-            continue
-        if _is_number(v):
-            x[i] = float(v)
-        else:
-            other[i] = True
-    return x, (other if other.any() else None)
 
 
 def _splitmix64(z: UIntArray) -> UIntArray:
@@ -694,12 +648,13 @@ class _BottomK:
 _Prepared = tuple[FloatArray, list[str]]
 
 
-def _prepare(col: Sequence[Any]) -> _Prepared:
+def _prepare(col: Sequence[Any], numeric: tuple[FloatArray, BoolArray | None] | None = None) -> _Prepared:
     """A column as its numbers (NaN elsewhere) and the labels of its other present values.
 
+    ``numeric`` is :func:`numeric_column` of ``col`` when the caller has it already.
     Raises ``ValueError`` for a value outside the event contract, before anything is folded.
     """
-    x, other = numeric_column(col)
+    x, other = numeric_column(col) if numeric is None else numeric
     if other is None:
         return x, []
     labels = [category_label(col[i]) for i in np.flatnonzero(other).tolist()]
@@ -909,12 +864,13 @@ class ProfileBuilder:
         if n == 0:
             return
         # check and convert everything first: a bad batch is refused whole, never half folded
+        memo = features if isinstance(features, FeatureColumns) else None
         prepared: dict[str, _Prepared] = {}
         for name, col in features.items():
             if not isinstance(name, str) or not name or name == PREDICTION:
                 raise ValueError(f"features: invalid feature name {name!r} (non-empty, not {PREDICTION!r})")
             try:
-                prepared[name] = _prepare(col)
+                prepared[name] = _prepare(col, memo.numeric(name) if memo is not None else None)
             except ValueError as exc:
                 raise ValueError(f"features[{name!r}]: {exc}") from None
         pred: _Prepared | None = None

@@ -188,20 +188,38 @@ class Standardized:
             z = (x[used:] - mu) / sigma
             if self.spread:
                 z = np.abs(z)
-            for d in self.detector.update_many(z):
-                detections.append(
-                    Detection(
-                        index=d.index + used,
-                        direction=d.direction,
-                        mean_before=self._to_units(d.mean_before, mu, sigma),
-                        mean_after=self._to_units(d.mean_after, mu, sigma),
-                        statistic=d.statistic,
-                        threshold=d.threshold,
-                    )
-                )
+            detections = [self._in_units(d, used, mu, sigma) for d in self.detector.update_many(z)]
         self._n_seen += len(x)
         self._n_detections += len(detections)
         return detections
+
+    def update_one(self, value: float) -> list[Detection]:
+        """``update_many([value])`` without numpy once the reference is known (same results, bit for bit).
+
+        Per-chunk statistics arrive one value at a time, for every feature of
+        every batch: the array round trip of :meth:`update_many` was most of their cost.
+        """
+        inner = self.detector
+        if not (self.ready and math.isfinite(value) and isinstance(inner, PageHinkley)):
+            return self.update_many(np.asarray([value], dtype=np.float64))
+        mu, sigma = self._ref_mean, self._scale()
+        z = (value - mu) / sigma
+        if self.spread:
+            z = abs(z)
+        detections = [self._in_units(d, 0, mu, sigma) for d in inner.update_one(z)]
+        self._n_seen += 1
+        self._n_detections += len(detections)
+        return detections
+
+    def _in_units(self, d: Detection, used: int, mu: float, sigma: float) -> Detection:
+        return Detection(
+            index=d.index + used,
+            direction=d.direction,
+            mean_before=self._to_units(d.mean_before, mu, sigma),
+            mean_after=self._to_units(d.mean_after, mu, sigma),
+            statistic=d.statistic,
+            threshold=d.threshold,
+        )
 
     def _to_units(self, m: float, mu: float, sigma: float) -> float:
         return sigma * m if self.spread else mu + sigma * m
@@ -384,6 +402,13 @@ def build(
             raise ValueError("mean/std given for a config with standardize=False")
         return cfg.inner()
     return Standardized(cfg.inner(), cfg.warmup, mean, std, spread=cfg.spread, min_std=cfg.min_std)
+
+
+def update_one(det: SequentialDetector, value: float) -> list[Detection]:
+    """Feed one value to any detector (the numpy-free path where the detector has one)."""
+    if isinstance(det, Standardized | PageHinkley):
+        return det.update_one(value)
+    return det.update_many(np.asarray([value], dtype=np.float64))
 
 
 def restore(state: Any) -> SequentialDetector:

@@ -31,6 +31,7 @@ from streams.core.drift.sequential import (
     Standardized,
     build,
     restore,
+    update_one,
 )
 
 # --------------------------------------------------------------------------- streams and helpers
@@ -607,3 +608,34 @@ def test_page_hinkley_one_value_at_a_time_matches_batches(alpha: float, mode: st
     monkeypatch.setattr(vector, "_step", lambda v: False)
     assert [i for i, v in enumerate(x) for _ in vector.update_many(np.asarray([v]))] == got
     assert vector.to_state() == single.to_state()
+
+
+# --------------------------------------------------------------------------- one value at a time
+
+
+@pytest.mark.parametrize("cfg", [DEFAULT_FEATURE_PH, DEFAULT_FEATURE_SPREAD_PH, DEFAULT_ERROR_PH,
+                                 DEFAULT_ERROR_ADWIN],
+                         ids=["feature_ph", "feature_spread_ph", "error_ph", "error_adwin"])
+@pytest.mark.parametrize("stream", ["normal_steps", "unit_steps", "bernoulli"])
+def test_update_one_matches_update_many_of_one_value_bit_for_bit(cfg: SequentialConfig, stream: str) -> None:
+    """The numpy-free path (per-chunk statistics) gives the same alarms and the same state."""
+    x = _stream(stream, 7)[:4000]
+    a, b = build(cfg), build(cfg)
+    alarms_a: list[tuple[int, Detection]] = []
+    alarms_b: list[tuple[int, Detection]] = []
+    for i, v in enumerate(x.tolist()):
+        alarms_a += [(i, d) for d in a.update_many(np.asarray([v]))]
+        alarms_b += [(i, d) for d in update_one(b, v)]
+    assert alarms_a == alarms_b
+    assert a.to_state() == b.to_state()
+    assert a.n_seen == b.n_seen == len(x)
+    if stream != "bernoulli" and cfg is DEFAULT_FEATURE_PH:
+        assert alarms_a  # the stream's changes are found: the comparison is not of two silent detectors
+
+
+def test_update_one_refuses_a_non_finite_value_like_update_many() -> None:
+    det = build(DEFAULT_FEATURE_PH)
+    for v in np.random.default_rng(1).normal(size=2000).tolist():
+        update_one(det, v)
+    with pytest.raises(ValueError, match="finite"):
+        update_one(det, float("nan"))
