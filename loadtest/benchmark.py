@@ -101,7 +101,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "c_no_detection": ("detection: {enabled: false}\n", "(c') worker, detection off"),
     "c_ingest_only": ("metrics: {enabled: false}\ndetection: {enabled: false}\n",
                       "(c'') worker, metrics + detection off"),
+    "c_low_rate": ("{}\n", "(c*) worker, default config, event time at 1,000 events/s per model"),
 }
+#: Event-time rate per model of the ``c_low_rate`` traffic: below the data-drift sampling cap
+#: (``detection.data.max_events_per_s``, 2,000), so every event goes through every test.
+LOW_RATE_EVENTS_PER_S = 1000.0
 LABELS = {"a": "(a) raw consume, bytes only", "b": "(b) consume + decode/validate",
           **{k: v[1] for k, v in VARIANTS.items()}}
 PROBE_EVENTS = 50  # > invalid_min_rejected (20): one probe record alone trips the rule
@@ -397,8 +401,11 @@ class Traffic:
     event), which opens and closes the 1 m windows during a run.
     """
 
-    def __init__(self, batch: int, bases: int = 16) -> None:
+    def __init__(self, batch: int, bases: int = 16, model_events_per_s: float = 1000.0) -> None:
+        if model_events_per_s <= 0:
+            raise ValueError(f"model_events_per_s must be positive, got {model_events_per_s}")
         self.batch = batch
+        self.model_events_per_s = model_events_per_s
         self.bases = [orjson.loads(column_record(batch, seed=k, model="base")) for k in range(bases)]
         self.sent: dict[str, int] = {}
 
@@ -408,8 +415,9 @@ class Traffic:
         base = self.bases[(zlib.crc32(model.encode()) + n) % len(self.bases)]
         ids = [f"{model}-{n}-{j}" for j in range(self.batch)]
         if event_time_ms is None:
-            start = T0_MS + n * self.batch
-            times = list(range(start, start + self.batch))
+            first = n * self.batch
+            per_ms = self.model_events_per_s / 1000.0
+            times = [T0_MS + int((first + j) / per_ms) for j in range(self.batch)]
         else:
             times = [event_time_ms] * self.batch
         return orjson.dumps({**base, "model": model, "event_id": ids, "event_time_ms": times})
@@ -697,26 +705,32 @@ def run_closed(args: argparse.Namespace, bootstrap: str, out: Path) -> dict[str,
 
 
 def _closed(args: argparse.Namespace, bootstrap: str, out: Path, tag: str, work: Path) -> dict[str, Any]:
-    prefix = f"benchc{tag}."
+    prefix, low_prefix = f"benchc{tag}.", f"benchc{tag}.low."
     s = settings_for(bootstrap, prefix, f"bench-{tag}", work / "base", args.web_port, args.partitions)
-    create_topics(s)
-    traffic = Traffic(args.batch)
+    low = settings_for(bootstrap, low_prefix, f"bench-{tag}-low", work / "base", args.web_port,
+                       args.partitions)
     models = [f"m{k}" for k in range(args.models)]
-    t_gen = time.perf_counter()
-    recs = [(models[i % len(models)].encode(), traffic.record(models[i % len(models)]))
-            for i in range(args.records)]
-    gen_s = time.perf_counter() - t_gen
     total = args.records * args.batch
-    avg_bytes = sum(len(v) for _, v in recs) / len(recs)
-    console.print(f"[bold]traffic[/]: {args.records:,} records x {args.batch} events = {total:,} events, "
-                  f"{len(models)} models, {N_FEATURES} features, {avg_bytes / 1024:.0f} KiB/record "
-                  f"(generated in {gen_s:.1f} s); topic {s.topic('predictions')}, "
-                  f"{args.partitions} partitions")
-    t_prod = time.perf_counter()
-    produce_all(producer(bootstrap), s.topic("predictions"), recs)
-    produce_s = time.perf_counter() - t_prod
-    del recs
-    console.print(f"produced in {produce_s:.1f} s ({total / produce_s:,.0f} events/s)")
+    rate = model_rate(args)
+    avg_bytes, produce_s = 0.0, 0.0
+    for st, per_model in ((s, rate), (low, LOW_RATE_EVENTS_PER_S)):
+        create_topics(st)
+        traffic = Traffic(args.batch, model_events_per_s=per_model)
+        t_gen = time.perf_counter()
+        recs = [(models[i % len(models)].encode(), traffic.record(models[i % len(models)]))
+                for i in range(args.records)]
+        gen_s = time.perf_counter() - t_gen
+        avg_bytes = sum(len(v) for _, v in recs) / len(recs)
+        console.print(f"[bold]traffic[/]: {args.records:,} records x {args.batch} events = {total:,} events, "
+                      f"{len(models)} models, {N_FEATURES} features, {avg_bytes / 1024:.0f} KiB/record, "
+                      f"event time at {per_model:,.0f} events/s per model (generated in {gen_s:.1f} s); "
+                      f"topic {st.topic('predictions')}, {args.partitions} partitions")
+        t_prod = time.perf_counter()
+        produce_all(producer(bootstrap), st.topic("predictions"), recs)
+        elapsed = time.perf_counter() - t_prod
+        produce_s = produce_s or elapsed  # the main traffic's
+        del recs
+        console.print(f"produced in {elapsed:.1f} s ({total / elapsed:,.0f} events/s)")
 
     runs: dict[str, list[float]] = {k: [] for k in LABELS}
     cpu_runs: dict[str, list[float]] = {k: [] for k in LABELS}
@@ -729,9 +743,11 @@ def _closed(args: argparse.Namespace, bootstrap: str, out: Path, tag: str, work:
             elif name == "b":
                 eps, per_cpu = consume_rate(s, args.records, args.batch, decode=True)
             else:
-                clear_profiles(s)
+                src, src_prefix = (low, low_prefix) if name == "c_low_rate" else (s, prefix)
+                clear_profiles(src)
                 run_id = f"bench-{tag}-{name.replace('_', '-')}-{rep}"
-                ws = settings_for(bootstrap, prefix, run_id, work / run_id, args.web_port, args.partitions)
+                ws = settings_for(bootstrap, src_prefix, run_id, work / run_id, args.web_port,
+                                  args.partitions)
                 eps, per_cpu = worker_rate(ws, VARIANTS[name][0], total, out / "logs" / f"{run_id}.log")
             runs[name].append(eps)
             cpu_runs[name].append(per_cpu)
@@ -758,6 +774,7 @@ def _closed(args: argparse.Namespace, bootstrap: str, out: Path, tag: str, work:
         "machine": machine_facts(),
         "records": args.records, "batch_events": args.batch, "events": total, "models": len(models),
         "features": N_FEATURES, "partitions": args.partitions, "repeats": args.repeats,
+        "model_events_per_s": rate, "low_rate_model_events_per_s": LOW_RATE_EVENTS_PER_S,
         "record_bytes_avg": avg_bytes, "produce_events_per_s": total / produce_s,
         "labels": LABELS,
         "events_per_s": {k: summarize(v) for k, v in runs.items()},
@@ -776,6 +793,7 @@ def _closed(args: argparse.Namespace, bootstrap: str, out: Path, tag: str, work:
 
 
 RATIOS = {"c_over_a": ("c_full", "a"), "c_over_b": ("c_full", "b"),
+          "c_low_rate_over_b": ("c_low_rate", "b"),
           "c_ingest_only_over_b": ("c_ingest_only", "b"),
           "c_full_over_c_ingest_only": ("c_full", "c_ingest_only"),
           "c_no_detection_over_c_ingest_only": ("c_no_detection", "c_ingest_only"),
@@ -811,7 +829,8 @@ def print_closed(res: Mapping[str, Any], prev: Mapping[str, Any] | None) -> None
     a_med = eps["a"]["median"]
     t = Table(title=f"Driftline benchmark: {res['events']:,} events ({res['records']:,} records x "
                     f"{res['batch_events']}), {res['models']} models, {res['features']} features, "
-                    f"{res['repeats']} repeats interleaved")
+                    f"{res['repeats']} repeats interleaved; event time at "
+                    f"{res.get('model_events_per_s', 1000.0):,.0f} events/s per model")
     t.add_column("measurement")
     t.add_column("median events/s", justify="right")
     t.add_column("min - max", justify="right")
@@ -1239,6 +1258,20 @@ def save(out: Path, name: str, res: Mapping[str, Any]) -> Path:
     return path
 
 
+def model_rate(args: argparse.Namespace) -> float:
+    """Event-time rate per model of the closed-loop traffic.
+
+    By default the rate a worker sees when it keeps up with the target
+    (200,000 events/s over ``--models``): the statistical work that depends on
+    event time (windows that close every ``window_ms``, the data-drift sampling
+    cap per model) is then that of the steady state the target describes, not
+    that of a slow fleet replayed at speed, which ``c_low_rate`` measures.
+    """
+    if args.model_events_per_s is not None:
+        return float(args.model_events_per_s)
+    return float(TARGET_EVENTS_PER_S / args.models)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1250,6 +1283,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--features", type=int, default=N_FEATURES, choices=[N_FEATURES],
                     help="features per event (the traffic of loadtest/common.py has 20)")
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--model-events-per-s", type=float, default=None,
+                    help="closed loop: event-time rate of each model's traffic (default: 200,000 / models, "
+                         "the steady state of the target); the (c*) run always uses 1,000")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--web-port", type=int, default=16068, help="the measured worker's /metrics port")
     ap.add_argument("--profile", action="store_true",
@@ -1295,6 +1331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             prev_path = out / "benchmark.json"
             prev = json.loads(prev_path.read_text()) if prev_path.exists() else None
             res = run_closed(args, bootstrap, out)
+            if prev is not None and prev.get("model_events_per_s", 1000.0) != res["model_events_per_s"]:
+                console.print("previous results were of traffic at another event-time rate: not compared")
+                prev = None
             if prev is not None:
                 res["previous"] = {key: prev.get(key, {}) for key in ("events_per_s", "events_per_cpu_s")}
                 res["within_noise_of_previous"] = {

@@ -14,7 +14,8 @@ Two complementary views, both against the same reference:
   row sample and a domain classifier tells reference rows from current rows;
   its AUC is the multivariate drift score.
 * **Bounded cost.** Above ``max_events_per_s`` per model version (measured
-  over the previous window, in event time) both views see a uniform random
+  in event time over the open window once it spans :data:`RATE_PROBE_MS`, and
+  over the whole previous window before that) both views see a uniform random
   sample of the rows, drawn from keys seeded by the batch's position, so a
   replay samples the same rows. Window and chunk sizes count sampled rows, so
   tests keep their power; only the cost stops growing with traffic.
@@ -60,6 +61,10 @@ def rows_seed(source: str, offset: int, batch_index: int) -> int:
     return int.from_bytes(digest, "little") >> 11
 
 
+#: Event time a window must span before its own rate sets the sampling share: a model that
+#: starts (or comes back from a backlog) at 25,000 events/s is sampled after 2 s of event time
+#: instead of after its first whole window (60 s, up to ``max_window_events`` events).
+RATE_PROBE_MS = 2_000
 SAMPLE_ROWS = 256  # current rows kept for the domain classifier (against the profile's 500)
 _MIN_SAMPLE_P = 1e-4  # a window of identical event times reads as an infinite rate: keep some rows
 _SAMPLE_SALT = 0x5EED_D21F  # rate sampling draws keys independent of the domain classifier's row sample
@@ -124,6 +129,7 @@ class DataMonitor:
         self.warm_cells = 0
         self.warm_events = 0
         self.sample_p = 1.0  # share of rows the tests see (see the module docstring)
+        self.window_seen = 0  # events of the open window before sampling (its event-time rate)
         self.drift_cfg = DataDriftConfig(
             alpha=cfg.alpha, correction=cfg.correction, min_psi=cfg.min_psi, numeric_test=cfg.numeric_test
         )
@@ -151,11 +157,14 @@ class DataMonitor:
             self._open_window(int(batch.event_time_ms.min()))
         assert self.hist is not None
         features, preds, n_rows = self._sample(batch, preds, pos)
+        self.window_seen += len(batch)
         if n_rows:
             self.hist.add(features, preds, rows_seed(*pos))
             if self.cfg.sequential:
                 self._chunks(self.hist.batch_moments(), n_rows, batch, pos, out)
         span_ms = int(batch.event_time_ms.max()) - self.window_start_ms
+        if span_ms >= RATE_PROBE_MS:
+            self._rate_limit(self.window_seen, span_ms)
         n = self.hist.n
         if (n >= self.cfg.window_events and span_ms >= self.cfg.window_ms) or n >= self.cfg.max_window_events:
             self._close_window(int(batch.event_time_ms.max()), pos, out)
@@ -180,6 +189,7 @@ class DataMonitor:
         """
         assert self.profile is not None
         self.window_start_ms = start_ms
+        self.window_seen = 0
         due = bool(self.cfg.domain_every_ms and self.profile.sample) and (
             self.last_domain_ms is None or start_ms - self.last_domain_ms >= self.cfg.domain_every_ms
         )
@@ -336,15 +346,15 @@ class DataMonitor:
                     )
                 )
             self.multivariate = drifted
-        self._rate_limit(self.hist.n, end_ms - self.window_start_ms)
+        self._rate_limit(self.window_seen, end_ms - self.window_start_ms)
         self.hist = None  # the next window opens with its first batch
 
-    def _rate_limit(self, sampled: int, span_ms: int) -> None:
-        """Set the next window's sampling share from this window's event rate (event time)."""
+    def _rate_limit(self, seen: int, span_ms: int) -> None:
+        """Set the sampling share from the event rate of ``seen`` events over ``span_ms`` of event time."""
         if not self.cfg.max_events_per_s:
             self.sample_p = 1.0
             return
-        events_per_s = sampled / self.sample_p / (max(span_ms, 1) / 1000)
+        events_per_s = seen / (max(span_ms, 1) / 1000)
         self.sample_p = min(1.0, max(self.cfg.max_events_per_s / events_per_s, _MIN_SAMPLE_P))
 
     def _report_signals(self, report: DriftReport, end_ms: int, pos: tuple[Any, ...]) -> list[dict[str, Any]]:
@@ -426,6 +436,7 @@ class DataMonitor:
             "warm_cells": self.warm_cells,
             "warm_events": self.warm_events,
             "sample_p": self.sample_p,
+            "window_seen": self.window_seen,
         }
 
     @classmethod
@@ -470,6 +481,7 @@ class DataMonitor:
         if not 0.0 < p <= 1.0:
             raise ValueError(f"data monitor state: sample_p must be in (0, 1], got {p!r}")
         m.sample_p = p
+        m.window_seen = int(raw.get("window_seen", 0))  # absent in states written before it existed
         if m.profile is None and warm:
             m.warm = ProfileBuilder()
             for cell in warm[: m.warm_cells]:

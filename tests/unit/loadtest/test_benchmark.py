@@ -130,6 +130,18 @@ def test_traffic_records_are_valid_unique_column_batches() -> None:
     assert live.predictions[0].event_time_ms.tolist() == [123] * 20
 
 
+@pytest.mark.parametrize("per_s", [1000.0, 25_000.0, 400.0])
+def test_traffic_event_time_advances_at_the_model_rate(per_s: float) -> None:
+    """Event time spans ``events / per_s`` seconds per model: the rate the windows and sampling see."""
+    traffic = Traffic(batch=500, bases=2, model_events_per_s=per_s)
+    dec = Decoder()
+    times = np.concatenate([dec.decode(traffic.record("m1")).predictions[0].event_time_ms for _ in range(8)])
+    assert np.all(np.diff(times) >= 0)
+    assert (times[-1] - times[0]) / 1000 == pytest.approx(len(times) / per_s, rel=0.01)
+    with pytest.raises(ValueError, match="positive"):
+        Traffic(batch=5, model_events_per_s=0)
+
+
 def test_profile_summary_by_stage() -> None:
     lines = [
         "thread (1);run (faust/worker.py:10);process (streams/app/ingest.py:130);"

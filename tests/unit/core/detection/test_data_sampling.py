@@ -43,6 +43,22 @@ def test_a_fast_stream_is_sampled_after_its_first_window_and_drift_is_still_foun
     assert {"amount", "plan"} <= found
 
 
+def test_a_fast_stream_is_sampled_before_its_first_long_window_closes() -> None:
+    """The open window's own rate sets the share once it spans RATE_PROBE_MS of event time."""
+    from streams.core.detection.data import RATE_PROBE_MS
+
+    cfg = replace(FAST, data=replace(FAST.data, window_ms=600_000))  # a window far longer than the story
+    records = fast(story(seed=0, batches=400, shift_at=10**9), events_per_ms=10)  # 10,000 events/s, 10 s
+    p = Pipeline(cfg)
+    p.feed(records)
+    mon = data_monitor(p)
+    span_ms = max(int(b.event_time_ms.max()) for k, b in records if k == "p") - T0
+    assert RATE_PROBE_MS < span_ms < cfg.data.window_ms
+    assert mon.windows == 0  # the first window is still open ...
+    assert mon.sample_p == pytest.approx(0.1, rel=0.05)  # ... and already sampled at 1,000 / 10,000
+    assert mon.hist.n < mon.window_seen / 2  # the tests saw a fraction of the events
+
+
 def test_a_slow_stream_is_not_sampled() -> None:
     p = Pipeline(FAST)
     p.feed(story(seed=0, batches=16, shift_at=10**9))  # 10 events/s
