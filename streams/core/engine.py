@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from streams.core.batches import FeedbackBatch, PredictionBatch
-from streams.core.join import Chunk, LabelJoin, Match, Orphan
+from streams.core.join import Chunk, JoinBudget, LabelJoin, Match, Orphan
 from streams.core.metrics_config import EngineConfig, ModelConfig
 from streams.core.outcomes import fold_matches
 from streams.core.pane import PaneState
@@ -76,6 +76,9 @@ class MetricsEngine:
         self.partition = partition
         self.pane_ms = cfg.pane_ms
         self.models: dict[str, ModelState] = {}
+        # One cap on waiting predictions for all models of the partition: memory per worker does
+        # not grow with the number of models (an evicted chunk is persisted at the next advance).
+        self.join_budget = JoinBudget(cfg.max_pending_labels)
         self._writes: dict[bytes, Any] = {}
         self._snapshots: list[dict[str, Any]] = []
         self._revised: dict[tuple[SeriesKey, str, int], ClosedWindow] = {}
@@ -429,7 +432,7 @@ class MetricsEngine:
         ms = self.models.get(name)
         if ms is None:
             ms = self.models[name] = ModelState(
-                name, LabelJoin(self.cfg.label_horizon_ms, self.cfg.max_pending_labels)
+                name, LabelJoin(self.cfg.label_horizon_ms, self.cfg.max_pending_labels, self.join_budget)
             )
         ms.last_seen_ms = now_ms
         return ms

@@ -11,7 +11,9 @@ the predictions topic), so both sides wait:
 
 State is bounded twice: by time (``horizon_ms`` of stream time, the largest
 prediction event time seen) and by size (``max_pending`` predictions; the
-oldest chunks are evicted first and counted).
+oldest chunks are evicted first and counted). A :class:`JoinBudget` shared by
+the joins of one partition bounds them together, oldest chunk first across
+models, so a worker's join memory does not grow with its number of models.
 
 Chunks are written once and never rewritten: a match adds the row to the
 chunk's *mark* set instead, which is small. That keeps persistence per batch
@@ -21,6 +23,7 @@ first label for an event wins; later ones are counted as duplicates.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -106,6 +109,51 @@ class JoinCounters:
     duplicate_predictions: int = 0
 
 
+class JoinBudget:
+    """One cap on the predictions held by several joins (the models of a partition).
+
+    Joins report what they hold and release; when the total is over
+    ``max_pending`` the oldest held chunk, whichever join holds it, is
+    evicted (and counted as evicted by that join). Arrival order is kept in a
+    queue of chunk ids, pruned of chunks that left on their own (matched out
+    of the horizon, or evicted by their join's own cap).
+
+    >>> budget = JoinBudget(max_pending=3)
+    >>> a, b = LabelJoin(60_000, 100, budget), LabelJoin(60_000, 100, budget)
+    >>> _ = a.add_chunk(Chunk("p:0:1", "v1", ["x", "y"], [1, 2], [0, 1], None))
+    >>> _ = b.add_chunk(Chunk("p:0:2", "v1", ["z", "w"], [3, 4], [1, 1], None))
+    >>> budget.pending, list(a.chunks), list(b.chunks), a.counters.predictions_evicted
+    (2, [], ['p:0:2'], 2)
+    """
+
+    def __init__(self, max_pending: int) -> None:
+        if max_pending <= 0:
+            raise ValueError(f"max_pending must be positive, got {max_pending}")
+        self.max_pending = max_pending
+        self.pending = 0
+        self._order: deque[tuple[LabelJoin, str]] = deque()
+        self._live = 0  # chunks held; the queue may hold more entries (ones that left on their own)
+
+    def held(self, join: LabelJoin, chunk_id: str, rows: int) -> None:
+        self.pending += rows
+        self._live += 1
+        self._order.append((join, chunk_id))
+
+    def released(self, rows: int) -> None:
+        self.pending -= rows
+        self._live -= 1
+
+    def enforce(self) -> None:
+        """Evict the oldest chunks while over the cap (the newest chunk always stays)."""
+        order = self._order
+        while self.pending > self.max_pending and len(order) > 1:
+            join, cid = order.popleft()
+            if cid in join.chunks:
+                join.evict(cid)
+        if len(order) > 2 * self._live + 1024:  # drop entries of chunks that are gone
+            self._order = deque((j, c) for j, c in order if c in j.chunks)
+
+
 class LabelJoin:
     """The join state of one model on one partition.
 
@@ -116,6 +164,8 @@ class LabelJoin:
         prediction, in event time.
     max_pending
         Most predictions held; beyond it the oldest chunks are evicted.
+    budget
+        A cap shared with other joins (see :class:`JoinBudget`), or ``None``.
 
     Examples
     --------
@@ -128,11 +178,12 @@ class LabelJoin:
     (1, 1)
     """
 
-    def __init__(self, horizon_ms: int, max_pending: int) -> None:
+    def __init__(self, horizon_ms: int, max_pending: int, budget: JoinBudget | None = None) -> None:
         if horizon_ms <= 0 or max_pending <= 0:
             raise ValueError(f"horizon_ms and max_pending must be positive, got {horizon_ms}, {max_pending}")
         self.horizon_ms = horizon_ms
         self.max_pending = max_pending
+        self.budget = budget
         self.chunks: dict[str, Chunk] = {}  # insertion order == arrival order
         # event id -> the chunk holding it (its row: Chunk.row_of). Values are shared references,
         # so holding a prediction costs one dict slot, not a (chunk, row) tuple per event.
@@ -161,6 +212,7 @@ class LabelJoin:
         held = self.chunks.get(chunk.chunk_id)
         index = self._index
         if held is None:
+            before = len(index)
             self.chunks[chunk.chunk_id] = chunk
             # The common case, ids new to the join and distinct within the chunk, in C: one dict
             # built and merged; the per-row loop (first id wins, duplicates counted) only otherwise.
@@ -173,6 +225,8 @@ class LabelJoin:
                         self.counters.duplicate_predictions += 1
                     else:
                         index[eid] = chunk
+            if self.budget is not None:
+                self.budget.held(self, chunk.chunk_id, len(index) - before)
             self.stream_time_ms = max(self.stream_time_ms, chunk.newest_ms)
         else:
             chunk = held
@@ -187,6 +241,8 @@ class LabelJoin:
         if matches:
             self._dirty_marks.add(chunk.chunk_id)
         self._evict_over_capacity()
+        if self.budget is not None:
+            self.budget.enforce()
         return matches
 
     def add_labels(
@@ -262,14 +318,21 @@ class LabelJoin:
         while len(self._index) > self.max_pending and len(self.chunks) > 1:
             self._drop(next(iter(self.chunks)), expired=False)
 
+    def evict(self, chunk_id: str) -> None:
+        """Drop a held chunk to make room (counted as evicted); the budget's way in."""
+        self._drop(chunk_id, expired=False)
+
     def _drop(self, chunk_id: str, expired: bool) -> None:
         chunk = self.chunks.pop(chunk_id)
         unlabelled = 0
         index = self._index
+        before = len(index)
         for row, eid in enumerate(chunk.event_id):
             if index.get(eid) is chunk:  # rows in order: a repeated id is deleted at its first row
                 del index[eid]
                 unlabelled += row not in chunk.matched
+        if self.budget is not None:
+            self.budget.released(before - len(index))
         if expired:
             self.counters.predictions_expired += unlabelled
         else:
@@ -298,8 +361,11 @@ class LabelJoin:
         """
         for chunk in sorted(chunks, key=lambda c: c.newest_ms):
             self.chunks[chunk.chunk_id] = chunk
+            before = len(self._index)
             for eid in chunk.event_id:
                 self._index.setdefault(eid, chunk)
+            if self.budget is not None:
+                self.budget.held(self, chunk.chunk_id, len(self._index) - before)
             self.stream_time_ms = max(self.stream_time_ms, chunk.newest_ms)
         for eid, o in orphans:
             held = self._index.get(eid)

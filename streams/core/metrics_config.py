@@ -58,7 +58,9 @@ class EngineConfig:
     allowed_lateness_ms: int = 30_000
     idle_close_ms: int = 60_000
     label_horizon_ms: int = 24 * 3_600_000
-    max_pending_labels: int = 2_000_000
+    #: Predictions waiting for their label, per partition across its models (oldest evicted first,
+    #: counted): about 330 bytes each in a worker, so 1M is about 330 MB per partition.
+    max_pending_labels: int = 1_000_000
     segment_by: tuple[str, ...] = ()
     max_segments: int = 20
     max_features: int = 100

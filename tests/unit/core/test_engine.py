@@ -292,6 +292,29 @@ def test_state_is_bounded_after_windows_close_and_the_horizon_passes() -> None:
     assert ms.join.pending <= 40
 
 
+def test_waiting_predictions_are_capped_per_partition_across_models() -> None:
+    """max_pending_labels bounds all models of a partition together, oldest chunk first."""
+    eng = MetricsEngine(cfg(max_pending_labels=100), 0)
+    for k in range(60):  # 60 batches of 10 over 30 models: 600 predictions, none labelled
+        model = f"m{k % 30}"
+        ids = [f"{model}-{k}-{i}" for i in range(10)]
+        eng.on_predictions(preds(ids, [T0 + 1_000 * k + i for i in range(10)], model=model), "p:0", k,
+                           now_ms=0)
+        eng.advance(0)
+        held = sum(ms.join.pending for ms in eng.models.values())
+        assert held == eng.join_budget.pending <= 100
+    evicted = sum(ms.join.counters.predictions_evicted for ms in eng.models.values())
+    assert evicted == 600 - 100
+    newest = {ms.name for ms in eng.models.values() if ms.join.pending}
+    assert newest == {f"m{k % 30}" for k in range(50, 60)}  # the last ten batches are the ones held
+    # Evicted chunks are deleted from the state too: a restore holds what the live engine holds.
+    writes = dict(eng.take_writes())
+    again = MetricsEngine(cfg(max_pending_labels=100), 0)
+    again.restore([(k, v) for k, v in writes.items() if v is not None], now_ms=0)
+    assert again.join_budget.pending == 100
+    assert {ms.name for ms in again.models.values() if ms.join.pending} == newest
+
+
 def test_bad_config_is_rejected_with_the_field_name() -> None:
     with pytest.raises(ValueError, match="sample_rate"):
         ModelConfig(sample_rate=0)
