@@ -28,6 +28,8 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 _FAST_NUMERIC_TYPES = frozenset({float, int, type(None)})
+#: Value types of a column whose values are their own category labels (None is missing).
+TEXT_TYPES = frozenset({str, type(None)})
 _NUMBER_TYPES = (int, float, np.integer, np.floating)
 _BOOL_TYPES = (bool, np.bool_)
 
@@ -123,6 +125,10 @@ class FeatureColumns(dict[str, list[Any]]):
         if got is None:
             got = self._numeric[name] = numeric_column(self[name], self.types(name))
         return got
+
+    def is_text(self, name: str) -> bool:
+        """Whether a column holds only strings and None (its values are their own labels)."""
+        return self.types(name) <= TEXT_TYPES
 
     def counts(self, name: str) -> Counter[Any]:
         """``Counter`` of a column's values (as they are: ``1`` and ``True`` collide, callers check types)."""

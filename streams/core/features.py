@@ -299,33 +299,30 @@ class _Part:
             self.set_categorical(_weighted_counts(cat_v, None if w is None else w[cat_i], self.scale))
 
 
-def _summarize(cols: list[Sequence[Any]], w: FloatArray | None, scale: float,
-               names: list[str] | None = None, memo: FeatureColumns | None = None) -> list[_Part]:
+def _summarize(columns: FeatureColumns, names: list[str], w: FloatArray | None, scale: float) -> list[_Part]:
     """Per-column contributions of one batch; pure, so it raises before any state changes.
 
-    With ``memo`` (the batch's :class:`FeatureColumns`, ``names`` parallel to
-    ``cols``) the value types, value counts and float conversions come from
-    it: computed once per batch for every stage that reads the columns.
+    Value types, value counts and float conversions come from ``columns``
+    (the batch's :class:`FeatureColumns`): computed once per batch for every
+    stage that reads the columns.
     """
-    parts = [_Part(scale) for _ in cols]
+    parts = [_Part(scale) for _ in names]
     numeric: list[int] = []
-    for j, col in enumerate(cols):
-        name = None if memo is None or names is None else names[j]
+    for j, name in enumerate(names):
+        col = columns[name]
         t0 = type(col[0])
         counts: dict[Any, float] | None = None
         if t0 is str or t0 is bool:
             # Most likely categorical: count in C first, then check the distinct keys only.
-            if name is not None and w is None and scale == 1.0:
-                assert memo is not None
-                counts = dict(memo.counts(name))  # set_categorical owns (and edits) its counts
+            if w is None and scale == 1.0:
+                counts = dict(columns.counts(name))  # set_categorical owns (and edits) its counts
             else:
                 counts = _weighted_counts(col, w, scale)
             key_types = set(map(type, counts))
             if key_types <= _CATEGORY_KEY_TYPES:
                 parts[j].set_categorical(counts, key_types)
                 continue
-        types = set(map(type, col)) if name is None else memo.types(name)  # type: ignore[union-attr]
-        kinds = {_kind_of(t) for t in types}
+        kinds = {_kind_of(t) for t in columns.types(name)}
         if kinds <= _NUMERIC_KINDS:
             numeric.append(j)
         elif _NUMERIC not in kinds:
@@ -334,21 +331,11 @@ def _summarize(cols: list[Sequence[Any]], w: FloatArray | None, scale: float,
             parts[j].set_mixed(col, w)  # True == 1 in a Counter: numbers and booleans need the value loop
 
     if numeric:
-        x = np.empty((len(numeric), len(cols[numeric[0]])), dtype=np.float64)
-        rows: list[int] = []
-        for j in numeric:
-            try:
-                if memo is not None and names is not None:
-                    x[len(rows)] = memo.numeric(names[j])[0]  # converted once for all stages
-                else:
-                    x[len(rows)] = cols[j]  # one C conversion; None becomes NaN
-            except OverflowError:  # an int beyond the float range
-                parts[j].set_mixed(cols[j], w)
-            else:
-                rows.append(j)
-        x = x[: len(rows)]
+        # One row per numeric column (None is NaN, an int beyond the float range an infinity:
+        # both missing in the moments), converted once for all stages.
+        x = np.stack([columns.numeric(names[j])[0] for j in numeric])  # a copy: scratch for the moments
         count, mean, m2, lo, hi, missing, fin = _block_moments(x, w, scale)
-        for r, j in enumerate(rows):
+        for r, j in enumerate(numeric):
             part = parts[j]
             part.missing = float(missing[r])
             if count[r] > 0.0:
@@ -708,8 +695,8 @@ class FeatureStats:
                 free -= 1
             else:
                 dropped += 1
-        memo = features if isinstance(features, FeatureColumns) else None
-        parts = _summarize([col for _, col in tracked], w, scale, [name for name, _ in tracked], memo)
+        memo = features if isinstance(features, FeatureColumns) else FeatureColumns(tracked)
+        parts = _summarize(memo, [name for name, _ in tracked], w, scale)
 
         capacity = self.capacity
         for (name, _), part in zip(tracked, parts, strict=True):

@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streams.core.batches import top_class
-from streams.core.columns import FeatureColumns
+from streams.core.columns import TEXT_TYPES, FeatureColumns
 from streams.core.drift._json import as_count, as_finite, as_label, as_object, exact_keys
 from streams.core.drift.profile import (
     PREDICTION,
@@ -81,7 +81,6 @@ _SAMPLE_DIGITS = 7
 _STATE_KEYS = frozenset({"v", "kind", "profile", "sample_rows", "n", "untracked", "features", "sample"})
 _NUM_KEYS = frozenset({"counts", "missing", "invalid", "sum", "sumsq"})
 _CAT_KEYS = frozenset({"counts", "missing", "new", "new_err"})
-_STR_NONE = frozenset({str, type(None)})
 _BOOLISH = (bool, np.bool_)
 _NUMBERISH = (int, float, np.integer, np.floating)
 
@@ -260,7 +259,7 @@ def _label_counts(col: Sequence[Any], types: frozenset[type] | set[type] | None 
     """
     if types is None:
         types = set(map(type, col))
-    if types <= _STR_NONE:
+    if types <= TEXT_TYPES:
         return Counter(col) if counts is None else counts
     if any(issubclass(t, _BOOLISH) for t in types) and any(
         issubclass(t, _NUMBERISH) and not issubclass(t, _BOOLISH) for t in types
@@ -294,8 +293,8 @@ class _Cat:
     @staticmethod
     def prepare_from(columns: FeatureColumns, name: str) -> tuple[Sequence[Any], Counter[str | None]]:
         col = columns[name]
-        types = columns.types(name)
-        return col, _label_counts(col, types, columns.counts(name) if types <= _STR_NONE else None)
+        counts = columns.counts(name) if columns.is_text(name) else None
+        return col, _label_counts(col, columns.types(name), counts)
 
     def add(
         self, prepared: tuple[Sequence[Any], Counter[str | None]], cand: list[int]
@@ -524,9 +523,8 @@ class WindowHistogram:
     def moments(self, name: str) -> tuple[int, float, float]:
         """``(n, sum, sum of squares)`` of a numeric feature's present values.
 
-        The sums are of ``x - reference mean`` (no cancellation on large means). Cheap (no
-        copy): the detection stage takes differences of these between batches to get the
-        moments of consecutive chunks.
+        The sums are of ``x - reference mean`` (no cancellation on large means), over the
+        whole window; :meth:`batch_moments` has those of the last batch alone.
         """
         tr = self._features.get(name)
         if not isinstance(tr, _Num):

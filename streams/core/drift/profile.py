@@ -115,7 +115,6 @@ _CATEGORICAL_KEYS = frozenset({"kind", "categories", "other", "count", "missing_
 
 
 _is_number = is_number
-_STR_NONE = frozenset({str, type(None)})
 
 
 def category_label(v: Any) -> str | None:
@@ -871,7 +870,7 @@ class ProfileBuilder:
             if not isinstance(name, str) or not name or name == PREDICTION:
                 raise ValueError(f"features: invalid feature name {name!r} (non-empty, not {PREDICTION!r})")
             try:
-                if memo is not None and memo.types(name) <= _STR_NONE:  # labels as they are
+                if memo is not None and memo.is_text(name):  # labels as they are
                     prepared[name] = (np.full(len(col), np.nan), [v for v in col if v is not None])
                 else:
                     prepared[name] = _prepare(col, memo.numeric(name) if memo is not None else None)
