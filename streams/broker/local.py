@@ -13,6 +13,7 @@ requires; the integration suite runs both against this broker.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -56,6 +57,20 @@ _LOG4J = """Configuration:
 
 class BrokerError(RuntimeError):
     """The local broker could not be fetched, formatted, started or stopped."""
+
+
+def cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes, URL-safe base64 without padding, as Kafka makes them.
+
+    Like Kafka's ``Uuid.randomUuid``, never one that starts with ``-``: one in 64
+    random ids does, and the storage tool's argument parser would read it as an
+    option ("argument --cluster-id/-t: expected one argument"), which failed a
+    broker start at random.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,12 +197,9 @@ class LocalBroker:
         self.ensure_jars()
         props = self._write_config()
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            cluster_id = uuid.uuid4().bytes
-            import base64
-
-            cid = base64.urlsafe_b64encode(cluster_id).decode().rstrip("=")
             fmt = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props)),
+                self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id()}",
+                           "-c", str(props)),
                 capture_output=True, text=True, timeout=120,
             )
             if fmt.returncode != 0:
