@@ -5,13 +5,16 @@ source partition they were computed from, and a timer (which has no current
 event for faust to take the partition from) closes windows too. faust
 restores the table from its changelog before the agent sees a record, so an
 engine restored from :meth:`FaustTableStore.items` holds everything written
-before a crash or ``kill -9``.
+before a crash or ``kill -9``. The cells it keeps are right-sized copies of the
+serialised values (:mod:`streams.core.compact`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+
+from streams.core.compact import compact
 
 
 class FaustTableStore:
@@ -25,6 +28,9 @@ class FaustTableStore:
         if value is None:
             data.pop(key, None)
         else:
+            # Cells live in the table until overwritten: keep right-sized copies (orjson's
+            # output holds its whole buffer, 4x to 10x the length; see streams.core.compact).
+            key, value = compact(key), compact(value)
             data[key] = value
         self.table.send_changelog(partition, key, value, value_serializer="raw")
 

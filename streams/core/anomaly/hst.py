@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -146,6 +147,24 @@ def _trees_crc32(feature: Int32Array, threshold: FloatArray) -> int:
     return zlib.crc32(threshold.astype("<f8").tobytes(), crc)
 
 
+@lru_cache(maxsize=8)
+def _shared_trees(
+    features: tuple[str, ...], n_trees: int, height: int, seed: int
+) -> tuple[Int32Array, FloatArray, int]:
+    """The trees of one parameter set, built once per process and shared read-only.
+
+    The trees depend only on the feature names, ``n_trees``, ``height`` and
+    ``seed``, so every detector of a worker with the same settings (one per
+    model version) has the same trees: sharing them saves their memory (about
+    300 kB per detector at 25 trees of height 10) and their build (about 15 ms
+    per detector) for each model after the first. Only the masses are per detector.
+    """
+    feature, threshold = _build_trees(features, n_trees, height, seed)
+    feature.setflags(write=False)
+    threshold.setflags(write=False)
+    return feature, threshold, _trees_crc32(feature, threshold)
+
+
 class HalfSpaceTrees:
     """Half-Space Trees anomaly detector over numeric features, fed per batch.
 
@@ -241,8 +260,9 @@ class HalfSpaceTrees:
         self.limits: dict[str, tuple[float, float]] = dict(scaler.limits)
 
         self._scaler = scaler
-        self._feature, self._threshold = _build_trees(names, self.n_trees, self.height, self.seed)
-        self._trees_crc32 = _trees_crc32(self._feature, self._threshold)
+        self._feature, self._threshold, self._trees_crc32 = _shared_trees(
+            tuple(names), self.n_trees, self.height, self.seed
+        )
         # Masses of every node, flat: internal node j of tree t at t * (2**height - 1) + j (the
         # index of its split in _feature/_threshold), then leaf q of tree t at
         # n_trees * (2**height - 1) + t * 2**height + q. int32: a mass never exceeds window_size.

@@ -219,7 +219,8 @@ def test_matches_river_itself_over_rivers_trees() -> None:
         river_scores.append(pipeline.score_one(x))
         pipeline.learn_one(x)
     model = HalfSpaceTrees(FEATURES, n_trees=5, height=6, window_size=30, seed=0)
-    model._feature[...], model._threshold[...] = river_trees(pipeline["HalfSpaceTrees"], FEATURES, 6)
+    # new arrays, not writes into the shared (read-only) trees
+    model._feature, model._threshold = river_trees(pipeline["HalfSpaceTrees"], FEATURES, 6)
     np.testing.assert_array_equal(feed(model, X, [45, 45, 13, 200]), np.array(river_scores, dtype=float))
 
 
@@ -481,3 +482,19 @@ def test_methods_reject_bad_batches(X: np.ndarray, match: str) -> None:
         with pytest.raises(ValueError, match=match):
             method(X)
     assert model.n_window == 0 and model.to_state()["scaler"]["n_seen"] == 0
+
+
+def test_detectors_with_the_same_parameters_share_read_only_trees() -> None:
+    a = HalfSpaceTrees(["x", "y"], n_trees=5, height=4, seed=3)
+    b = HalfSpaceTrees(["x", "y"], n_trees=5, height=4, seed=3)
+    other = HalfSpaceTrees(["x", "y"], n_trees=5, height=4, seed=4)
+    assert a._feature is b._feature and a._threshold is b._threshold
+    assert not np.shares_memory(a._threshold, other._threshold)
+    with pytest.raises(ValueError, match="read-only"):
+        a._threshold[0, 0] = 0.5
+    # masses stay per detector: learning in one leaves the other's scores alone
+    X = np.random.default_rng(0).random((40, 2))
+    a.learn_many(X)
+    assert not np.shares_memory(a._l_mass, b._l_mass)
+    fresh = HalfSpaceTrees(["x", "y"], n_trees=5, height=4, seed=3)
+    assert b.score_many(X).tolist() == fresh.score_many(X).tolist()
