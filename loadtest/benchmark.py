@@ -71,7 +71,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,9 +88,12 @@ sys.path.insert(0, str(ROOT))
 
 from loadtest.common import N_FEATURES, column_record, machine  # noqa: E402
 from loadtest.timeline import render_timeline  # noqa: E402
+from streams.app.profiles import profile_key  # noqa: E402
 from streams.broker.admin import create_topics  # noqa: E402
 from streams.config import Settings, load_settings  # noqa: E402
+from streams.core.drift.profile import ProfileBuilder  # noqa: E402
 from streams.events.codec import Decoder  # noqa: E402
+from streams.events.models import FEEDBACK_COLUMNS_V1  # noqa: E402
 
 DEFAULT_OUT = Path(".driftline/bench")
 BROKER_DIR = Path(".driftline/bench-kafka")
@@ -421,6 +424,35 @@ class Traffic:
         else:
             times = [event_time_ms] * self.batch
         return orjson.dumps({**base, "model": model, "event_id": ids, "event_time_ms": times})
+
+    def feedback(self, record: bytes, event_time_ms: int) -> bytes:
+        """The feedback record that labels every prediction of ``record`` (a :meth:`record` value).
+
+        The label is the prediction plus 0.01, so the regression metrics have
+        something to measure; every event gets ``event_time_ms``.
+        """
+        pred = orjson.loads(record)
+        ids = pred["event_id"]
+        return orjson.dumps({"schema": FEEDBACK_COLUMNS_V1, "model": pred["model"], "event_id": ids,
+                             "label": [round(p + 0.01, 6) for p in pred["prediction"]],
+                             "event_time_ms": [event_time_ms] * len(ids)})
+
+    def reference_profiles(self, models: Sequence[str], created_ms: int) -> list[tuple[bytes, bytes]]:
+        """One published reference profile per model (profiles-topic key and value), from the traffic's bases.
+
+        The open loop can publish these before its traffic, as a platform team
+        publishes references built from training data, so that no model folds
+        its first ``auto_profile_events`` events into a profile of its own.
+        """
+        builder = ProfileBuilder()
+        for base in self.bases:
+            builder.add(base["features"], base["prediction"])
+        doc = orjson.loads(builder.build("base", None, created_ms, "bench:traffic-bases").to_json())
+        out = []
+        for m in models:
+            doc["model"] = m
+            out.append((profile_key(m, None), orjson.dumps(doc)))
+        return out
 
 
 def probe_record(model: str, seq: int, events: int = PROBE_EVENTS) -> bytes:
@@ -902,6 +934,7 @@ class OpenLoopState:
 
     produced_events: int = 0
     produced_records: int = 0
+    labelled_events: int = 0
     probes: list[tuple[float, str]] = field(default_factory=list)  # (sent at, model)
     alerts: list[tuple[float, str, str, str]] = field(default_factory=list)  # (at, status, alertname, model)
     errors: list[str] = field(default_factory=list)
@@ -910,30 +943,46 @@ class OpenLoopState:
 
 def _produce_open_loop(st: OpenLoopState, bootstrap: str, topic: str, traffic: Traffic, models: Sequence[str],
                        rate: float, duration_s: float, probe_every_s: float, probe_after_s: float,
-                       tracker: ProbeTracker, t0: float) -> None:
-    """Send ``rate`` events/s for ``duration_s`` whatever the worker does, plus probes."""
+                       tracker: ProbeTracker, t0: float, feedback_topic: str = "",
+                       label_delay_s: float = 0.0) -> None:
+    """Send ``rate`` events/s for ``duration_s`` whatever the worker does, plus probes.
+
+    With ``label_delay_s`` > 0 every prediction record is labelled whole by a
+    feedback record sent that many seconds later (on ``feedback_topic``).
+    """
     p = producer(bootstrap)
     per_record = traffic.batch
     n_probe_models = probe_models_needed(probe_every_s)
     next_probe = t0 + probe_after_s
     probe_seq = 0
     i = 0
+    labels_due: deque[tuple[float, str, bytes]] = deque()
+
+    def send(to: str, model: str, value: bytes) -> None:
+        while True:
+            try:
+                p.produce(to, key=model.encode(), value=value)
+                return
+            except BufferError:
+                p.poll(0.01)
+
     try:
         while not st.stop.is_set():
             now = time.time()
             if now - t0 >= duration_s:
                 break
+            while labels_due and labels_due[0][0] <= now:
+                _, model, value = labels_due.popleft()
+                send(feedback_topic, model, traffic.feedback(value, int(now * 1000)))
+                st.labelled_events += per_record
             due = int((now - t0) * rate / per_record) - st.produced_records
             for _ in range(max(due, 0)):
                 model = models[i % len(models)]
                 i += 1
                 value = traffic.record(model, event_time_ms=int(time.time() * 1000))
-                while True:
-                    try:
-                        p.produce(topic, key=model.encode(), value=value)
-                        break
-                    except BufferError:
-                        p.poll(0.01)
+                send(topic, model, value)
+                if label_delay_s > 0:
+                    labels_due.append((now + label_delay_s, model, value))
                 st.produced_records += 1
                 st.produced_events += per_record
             if now >= next_probe:
@@ -1014,6 +1063,9 @@ def _open_loop(args: argparse.Namespace, bootstrap: str, out: Path, rate: float,
     tracker = ProbeTracker()
     st = OpenLoopState()
     log_path = out / "logs" / f"{app_id}.log"
+    if args.reference == "published":  # before the worker starts: it reads the topic up to its end first
+        produce_all(producer(bootstrap), s.topic("profiles"),
+                    traffic.reference_profiles(models, int(time.time() * 1000)))
     w = Worker(s, config, log_path).start()
     samples: list[dict[str, Any]] = []
     lag_consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": app_id, "enable.auto.commit": False})
@@ -1042,7 +1094,8 @@ def _open_loop(args: argparse.Namespace, bootstrap: str, out: Path, rate: float,
                              args=(st, bootstrap, s.topic("alerts"), tracker)),
             threading.Thread(target=_produce_open_loop, daemon=True, args=(
                 st, bootstrap, s.topic("predictions"), traffic, models, rate, args.duration_s,
-                args.probe_every_s, args.probe_after_s, tracker, t0)),
+                args.probe_every_s, args.probe_after_s, tracker, t0,
+                s.topic("feedback"), args.label_delay_s)),
         ]
         for th in threads:
             th.start()
@@ -1154,6 +1207,8 @@ def open_loop_result(args: argparse.Namespace, rate: float, samples: Sequence[Ma
         "processed_events_worker_count": max((x["events_in_scraped"] for x in samples
                                               if math.isfinite(x["events_in_scraped"])), default=math.nan),
         "worker_config": args.worker_config or "default",
+        "label_delay_s": args.label_delay_s, "labelled_events": st.labelled_events,
+        "reference": args.reference,
         "produced_events": st.produced_events, "produced_events_per_s": st.produced_events / args.duration_s,
         "processed_events_final": last.get("processed_total", math.nan),
         "processed_eps_median_after_warmup": med("processed_eps"),
@@ -1301,6 +1356,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="open loop: first probe after (warm-up)")
     ap.add_argument("--drain-s", type=float, default=60.0, help="open loop: wait for the worker to catch up")
     ap.add_argument("--worker-config", help="open loop: YAML for the worker instead of the defaults")
+    ap.add_argument("--label-delay-s", type=float, default=0.0,
+                    help="open loop: label every prediction record by a feedback record this many seconds "
+                         "later (0: no labels, every prediction waits in the label join)")
+    ap.add_argument("--reference", choices=("auto", "published"), default="auto",
+                    help="open loop: 'published' publishes one reference profile per model before the "
+                         "traffic (as from training data); 'auto': each model builds its own from its "
+                         "first events")
     ap.add_argument("--scrape-every-s", type=float, default=15.0,
                     help="open loop: read the worker's /metrics this often (a scrape of a worker with "
                          "1,000 models blocks its event loop for a few hundred ms)")

@@ -25,6 +25,7 @@ from loadtest.benchmark import (
     within_noise,
 )
 from streams.app.detection_stage import input_counts
+from streams.app.profiles import ProfileStore
 from streams.core.detection.config import OpsConfig
 from streams.core.detection.inputs import InputMonitor
 from streams.events.codec import Decoder
@@ -130,6 +131,32 @@ def test_traffic_records_are_valid_unique_column_batches() -> None:
     assert live.predictions[0].event_time_ms.tolist() == [123] * 20
 
 
+def test_traffic_feedback_labels_every_prediction_of_its_record() -> None:
+    traffic = Traffic(batch=30, bases=2)
+    record = traffic.record("m1", event_time_ms=1_000)
+    pred = Decoder().decode(record).predictions[0]
+    got = Decoder().decode(traffic.feedback(record, event_time_ms=31_000))
+    assert not got.rejected and not got.predictions
+    (fb,) = got.feedback
+    assert fb.model == "m1" and list(fb.event_id) == list(pred.event_id)
+    assert fb.event_time_ms.tolist() == [31_000] * 30
+    assert np.allclose(np.asarray(fb.label, dtype=float), np.asarray(pred.prediction, dtype=float) + 0.01)
+
+
+def test_traffic_reference_profiles_one_per_model_accepted_by_the_worker_store() -> None:
+    traffic = Traffic(batch=200, bases=3)
+    refs = traffic.reference_profiles(["m1", "m2"], created_ms=5)
+    store = ProfileStore()
+    for key, value in refs:
+        store.apply(key, value)
+    assert [k for k, _ in refs] == [b"m1|*", b"m2|*"] and store.invalid == 0
+    for model in ("m1", "m2"):
+        found = store.get(model, "v1")
+        assert found is not None
+        prof = found[1]
+        assert prof.model == model and prof.n_events == 600 and len(prof.features) == 20
+
+
 @pytest.mark.parametrize("per_s", [1000.0, 25_000.0, 400.0])
 def test_traffic_event_time_advances_at_the_model_rate(per_s: float) -> None:
     """Event time spans ``events / per_s`` seconds per model: the rate the windows and sampling see."""
@@ -191,7 +218,7 @@ def test_open_loop_result_from_samples() -> None:
     from loadtest.benchmark import OpenLoopState, open_loop_result
 
     args = argparse.Namespace(duration_s=240.0, models=10, batch=500, partitions=4, probe_every_s=5.0,
-                              worker_config=None, scrape_every_s=15.0)
+                              worker_config=None, scrape_every_s=15.0, label_delay_s=0.0, reference="auto")
     samples = [{"t": float(t), "produced_eps": 1000.0, "processed_eps": 900.0 if t % 15 == 0 else math.nan,
                 "processed_total": 900.0 * t, "events_in_scraped": 900.0 * t if t % 15 == 0 else math.nan,
                 "produced_total": 1000.0 * t, "lag_records": 2.0, "lag_events": 1000.0,
