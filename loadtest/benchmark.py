@@ -40,7 +40,13 @@ high watermark, read from the broker), worker RSS and CPU (psutil); processed
 events/s from the worker's counter every ``--scrape-every-s`` (15 s: a scrape
 of a worker with 1,000 models renders 1.4 MB and blocks its event loop for a few
 hundred ms, so scraping it every second would measure the scrapes). Output:
-JSON, a table and a PNG timeline (``loadtest/timeline.py``).
+JSON, a table and a PNG timeline (``loadtest/timeline.py``). By default the
+open loop sends no labels (every prediction waits in the label join) and each
+model builds its own reference profile; ``--label-delay-s S`` labels every
+prediction record S seconds later, ``--reference published`` publishes one
+reference profile per model before the traffic, and ``--worker-config`` takes
+the worker's YAML (``loadtest/configs/labels_within_5m.yaml``: the
+``label_horizon`` of a deployment whose labels come within minutes).
 
 ``--profile`` adds one more default-config worker run under ``py-spy`` (closed
 loop), or attaches py-spy to the open loop's worker for ``--profile-s`` after
