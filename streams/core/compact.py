@@ -7,9 +7,9 @@ the allocator keeps the whole block (orjson sets the size without the
 ``_PyBytes_Resize`` that would give the rest back; see home-assistant/core
 #181245). Measured with tracemalloc on this project's state cells: a 9.7 kB
 metric cell held 47.6 kB and a 60 kB detection cell 529 kB. A worker keeps
-every state cell in its table for as long as the cell lives, so 1,000 models
-held about 5x their state. :func:`compact` copies the bytes into an object of
-exactly their length; the copy is a ``memcpy``, far cheaper than the
+every state cell in its table for as long as the cell lives, so the table held
+about 5x the size of its cells. :func:`compact` copies the bytes into an object
+of exactly their length; the copy is a ``memcpy``, far cheaper than the
 serialisation that produced them.
 """
 
