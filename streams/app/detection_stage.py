@@ -200,8 +200,8 @@ class DetectionStage:
         for monitor, message in eng.take_errors():
             self.exporter.errors.labels(monitor).inc()
             log.error("detection: %s monitor skipped a batch: %s", monitor, message)
-        for model, version, prof in eng.take_profiles():
-            self.emit_profile(profile_key(model, version), prof.to_json())
+        for model, version, _, raw in eng.take_profiles():
+            self.emit_profile(profile_key(model, version), raw)
             self.exporter.profiles_built.inc()
         for sig in eng.take_signals():
             self.emit_signal(sig["model"].encode(), orjson.dumps(sig))

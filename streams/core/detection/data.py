@@ -100,6 +100,7 @@ def chunk_detector(chunk_events: int) -> SequentialDetector:
 class DataOutcome:
     signals: list[dict[str, Any]] = field(default_factory=list)
     built: ReferenceProfile | None = None  # a profile built from this version's first events
+    built_json: bytes = b""  # its JSON, serialised once for the state cell and the profiles topic
     changed: bool = False
     warm_chunk: tuple[int, dict[str, Any]] | None = None  # (seq, cell) of warm-up data to persist
     warm_done: int = 0  # warm-up cells to delete (0..n-1) once the profile is built
@@ -233,7 +234,7 @@ class DataMonitor:
             prof = self.warm.build(
                 self.model, self.version, int(batch.event_time_ms.max()), f"auto:first-{self.warm_events}"
             )
-            out.built = prof
+            out.built, out.built_json = prof, prof.to_json()  # (the fingerprint comes with it)
             out.warm_done = self.warm_cells
             self.own_profile = prof
             self.warm, self.warm_cells, self.warm_events = None, 0, 0

@@ -60,7 +60,7 @@ class DetectionEngine:
         self.silence = SilenceTracker(silence_after_ms=cfg.ops.silence_after_ms)
         self._dirty: dict[tuple[Any, ...], Any] = {}  # cell key -> monitor, JSON data, or None (delete)
         self._signals: list[dict[str, Any]] = []
-        self._profiles: list[tuple[str, str, ReferenceProfile]] = []
+        self._profiles: list[tuple[str, str, ReferenceProfile, bytes]] = []
         self._errors: list[tuple[str, str]] = []
 
     # -- input -------------------------------------------------------------------------------
@@ -108,8 +108,8 @@ class DetectionEngine:
         if out.warm_chunk is not None:
             self._dirty[("d:warm", *key, out.warm_chunk[0])] = out.warm_chunk[1]
         if out.built is not None:
-            self._profiles.append((batch.model, batch.model_version, out.built))
-            self._dirty[("d:ownprof", *key)] = out.built.to_json().decode()
+            self._profiles.append((batch.model, batch.model_version, out.built, out.built_json))
+            self._dirty[("d:ownprof", *key)] = out.built_json.decode()
             for seq in range(out.warm_done):
                 self._dirty[("d:warm", *key, seq)] = None
         self._signals.extend(out.signals)
@@ -191,7 +191,8 @@ class DetectionEngine:
         out, self._signals = self._signals, []
         return out
 
-    def take_profiles(self) -> list[tuple[str, str, ReferenceProfile]]:
+    def take_profiles(self) -> list[tuple[str, str, ReferenceProfile, bytes]]:
+        """Profiles built since the last call: (model, version, profile, its JSON)."""
         out, self._profiles = self._profiles, []
         return out
 

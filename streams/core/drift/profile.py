@@ -463,7 +463,7 @@ class ReferenceProfile:
     @functools.cached_property
     def fingerprint(self) -> str:
         """Short content hash of :meth:`to_json`: window states remember which profile they are binned by."""
-        return hashlib.blake2b(self.to_json(), digest_size=8).hexdigest()
+        return _digest(self.to_json())
 
     def to_json(self) -> bytes:
         """Serialise as ``driftline.profile/v1`` JSON (UTF-8 bytes, no NaN or infinity)."""
@@ -478,7 +478,11 @@ class ReferenceProfile:
             "prediction": None if self.prediction is None else _feature_doc(self.prediction),
             "sample": self.sample,
         }
-        return json.dumps(doc, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode()
+        raw = json.dumps(doc, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode()
+        # The fingerprint is the digest of exactly these bytes: cache it (as the cached_property
+        # would) so a caller that serialises first gets it without serialising again.
+        self.__dict__.setdefault("fingerprint", _digest(raw))
+        return raw
 
     @classmethod
     def from_json(cls, data: bytes | str) -> ReferenceProfile:
@@ -514,6 +518,10 @@ class ReferenceProfile:
             prediction=prediction,
             sample=sample,
         )
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
 
 def _feature_doc(fp: FeatureProfile) -> dict[str, Any]:

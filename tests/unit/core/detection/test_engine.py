@@ -150,7 +150,8 @@ def test_every_signal_decodes_as_a_signal_v1(full_run: Pipeline) -> None:
 
 def test_auto_profile_then_data_drift_names_the_shifted_features_ranked(full_run: Pipeline) -> None:
     profiles = full_run.det.take_profiles()  # already taken? the pipeline never takes them
-    assert [(m, v, p.source) for m, v, p in profiles] == [("m", "v1", "auto:first-2000")]
+    assert [(m, v, p.source) for m, v, p, _ in profiles] == [("m", "v1", "auto:first-2000")]
+    assert profiles[0][3] == profiles[0][2].to_json()  # serialised once, the same bytes
     shift_ms = T0 + SHIFT_AT * BATCH * 100
     drift = kinds(full_run.signals, "data_drift", active=True)
     windowed = [s for s in drift if s["detector"] != "page_hinkley"]

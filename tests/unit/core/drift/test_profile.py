@@ -447,3 +447,13 @@ def test_fingerprint_follows_the_content() -> None:
     a, b = _profile(), _profile()
     assert a.fingerprint == b.fingerprint and len(a.fingerprint) == 16
     assert _profile(seed=1).fingerprint != a.fingerprint
+
+
+def test_fingerprint_comes_with_to_json_and_is_the_digest_of_its_bytes() -> None:
+    import hashlib
+
+    first = _profile()
+    raw = first.to_json()  # serialise first: the fingerprint is cached from these bytes
+    assert "fingerprint" in vars(first)
+    assert first.fingerprint == hashlib.blake2b(raw, digest_size=8).hexdigest()
+    assert first.fingerprint == _profile().fingerprint == ReferenceProfile.from_json(raw).fingerprint
