@@ -481,14 +481,19 @@ def producer(bootstrap: str) -> Producer:
                      "batch.size": 1_000_000, "queue.buffering.max.kbytes": 1_000_000})
 
 
+def produce_one(p: Producer, topic: str, key: bytes, value: bytes, wait_s: float = 0.05) -> None:
+    """Produce one record, serving delivery reports while the producer's queue is full."""
+    while True:
+        try:
+            p.produce(topic, key=key, value=value)
+            return
+        except BufferError:
+            p.poll(wait_s)
+
+
 def produce_all(p: Producer, topic: str, recs: Sequence[tuple[bytes, bytes]]) -> None:
     for key, value in recs:
-        while True:
-            try:
-                p.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                p.poll(0.05)
+        produce_one(p, topic, key, value)
         p.poll(0)
     if p.flush(180) != 0:
         raise SystemExit("producer could not deliver the traffic within 180 s")
@@ -963,15 +968,6 @@ def _produce_open_loop(st: OpenLoopState, bootstrap: str, topic: str, traffic: T
     probe_seq = 0
     i = 0
     labels_due: deque[tuple[float, str, bytes]] = deque()
-
-    def send(to: str, model: str, value: bytes) -> None:
-        while True:
-            try:
-                p.produce(to, key=model.encode(), value=value)
-                return
-            except BufferError:
-                p.poll(0.01)
-
     try:
         while not st.stop.is_set():
             now = time.time()
@@ -979,14 +975,14 @@ def _produce_open_loop(st: OpenLoopState, bootstrap: str, topic: str, traffic: T
                 break
             while labels_due and labels_due[0][0] <= now:
                 _, model, value = labels_due.popleft()
-                send(feedback_topic, model, traffic.feedback(value, int(now * 1000)))
+                produce_one(p, feedback_topic, model.encode(), traffic.feedback(value, int(now * 1000)), 0.01)
                 st.labelled_events += per_record
             due = int((now - t0) * rate / per_record) - st.produced_records
             for _ in range(max(due, 0)):
                 model = models[i % len(models)]
                 i += 1
                 value = traffic.record(model, event_time_ms=int(time.time() * 1000))
-                send(topic, model, value)
+                produce_one(p, topic, model.encode(), value, 0.01)
                 if label_delay_s > 0:
                     labels_due.append((now + label_delay_s, model, value))
                 st.produced_records += 1
