@@ -4,10 +4,15 @@ faust-streaming enables ``enable_idempotence`` on its aiokafka producer only
 inside transactions; Driftline's outputs (dead letters, metrics, alerts) must
 not be duplicated by producer retries either, so every producer of the app
 asks for idempotence with ``acks=all``.
+
+Its flush also waits until the broker acknowledged every message sent so far:
+faust commits consumer offsets right after a flush, and its own flush can
+return with state writes still queued (see :meth:`IdempotentProducer.flush`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,12 +33,37 @@ def on_before_flush(app: Any, hook: Callable[[], None]) -> None:
     _PRE_FLUSH.setdefault(app, []).append(hook)
 
 
+class Unacked:
+    """The messages handed to faust's producer that the broker has not yet acknowledged."""
+
+    def __init__(self) -> None:
+        self._futures: set[asyncio.Future[Any]] = set()
+
+    def add(self, fut: asyncio.Future[Any]) -> None:
+        self._futures.add(fut)
+        fut.add_done_callback(self._futures.discard)
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    async def wait(self) -> None:
+        """Until every message added so far is acknowledged; a send error raises (nothing commits)."""
+        pending = list(self._futures)
+        if pending:
+            await asyncio.gather(*pending)
+
+
 class IdempotentProducer(faust_aiokafka.Producer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # faust stalls the stream (and logs "producer buffer full") past 100 pending sends; one
         # commit's coalesced state cells are routinely a few hundred, so allow one flush's worth.
         self.buffer.max_messages = 2000
+        self._unacked = Unacked()
+
+    def send_soon(self, fut: Any) -> None:
+        self._unacked.add(fut)
+        super().send_soon(fut)
 
     def _settings_extra(self) -> Mapping[str, Any]:
         return {"acks": "all", "enable_idempotence": True}
@@ -42,3 +72,7 @@ class IdempotentProducer(faust_aiokafka.Producer):  # type: ignore[misc]
         for hook in _PRE_FLUSH.get(self.app, ()):
             hook()
         await super().flush()
+        # faust's buffer flush returns after 0.1 s without a send (a busy event loop) and does not
+        # count the message being handed to the client, so messages can still be in the buffer
+        # here; the offsets faust commits next must not cover state that never reached Kafka.
+        await self._unacked.wait()
