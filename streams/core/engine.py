@@ -121,7 +121,7 @@ class MetricsEngine:
             seg_col,
         )
         matches = ms.join.add_chunk(chunk)
-        self._fold_matches(ms, matches, mcfg, source, offset, closed_before)
+        self._fold_matches(ms, matches, mcfg, closed_before)
         self._tell(ms.name, matches, source, offset, batch_index)
         if mcfg.champion is not None and batch.request_id is not None and batch.prediction is not None:
             self._fold_versus(ms, batch, mcfg, source, offset, closed_before)
@@ -138,7 +138,7 @@ class MetricsEngine:
         matches = ms.join.add_labels(
             batch.event_id, batch.label, batch.event_time_ms.tolist(), f"{source}:{offset}:{batch_index}"
         )
-        self._fold_matches(ms, matches, self.cfg.model(batch.model), source, offset, closed_before)
+        self._fold_matches(ms, matches, self.cfg.model(batch.model), closed_before)
         self._tell(ms.name, matches, source, offset, batch_index)
         self._record_models[ms.name] = ms
 
@@ -260,18 +260,20 @@ class MetricsEngine:
         return out
 
     def take_writes(self) -> list[Cell]:
-        """Cell writes since the last call, coalesced (one per cell), metric cells before join cells.
+        """Cell writes since the last call, coalesced (one per cell): closed windows, panes, join cells.
 
-        The order matters: a persisted join mark (this label was counted)
-        must never precede the pane that counted it; the changelog keeps the
-        order of one flush.
+        The order matters, as a crash may persist any prefix of one flush (the
+        changelog keeps its order): a pane is deleted only once the windows
+        that absorbed it are persisted, and a join mark (this label was
+        counted) never precedes the pane that counted it. Coalescing moves a
+        cell to its last write, so the order is by kind, not by time.
         """
         self.end_record()
         pending, self._writes = self._writes, {}
         out: list[Cell] = []
-        for join_phase in (False, True):
+        for phase in (0, 1, 2):
             for k, v in pending.items():
-                if (k[2:4] in _JOIN_KINDS) != join_phase:
+                if (2 if k[2:4] in _JOIN_KINDS else 0 if k[2:5] == b"win" else 1) != phase:
                     continue
                 if v is None:
                     out.append((k, None))
@@ -355,25 +357,34 @@ class MetricsEngine:
         ms: ModelState,
         matches: list[Match],
         mcfg: ModelConfig,
-        source: str,
-        offset: int,
         closed_before: int,
     ) -> None:
-        groups: dict[tuple[SeriesKey, int], list[Match]] = {}
+        groups: dict[tuple[SeriesKey, int], dict[tuple[str, str], list[Match]]] = {}
         for m in matches:
             ps = m.prediction_time_ms - m.prediction_time_ms % self.pane_ms
-            groups.setdefault(((ms.name, m.version, ""), ps), []).append(m)
+            pair = (m.chunk_id, m.label_record)
+            groups.setdefault(((ms.name, m.version, ""), ps), {}).setdefault(pair, []).append(m)
             if m.segment is not None:
-                groups.setdefault(((ms.name, m.version, m.segment), ps), []).append(m)
-        for (key, ps), group in groups.items():
+                groups.setdefault(((ms.name, m.version, m.segment), ps), {}).setdefault(pair, []).append(m)
+        for (key, ps), pairs in groups.items():
             series = self._series(ms, key)
             pane, closed, _ = series.route(self.cfg.windows, ps, closed_before, self._new_pane)
-            target = self._pane(key, ps, pane)
-            if target is not None:
-                fold_matches(target, group, mcfg.task)
+            # Guarded by (prediction record, label record), not by the record being read: see
+            # streams.core.pane. A cell that took labels is written at the end of the record.
+            if pane is not None and self._fold_pairs(pane, pairs, mcfg):
+                self._touched_panes[(key, ps)] = pane
             for cw in closed:
-                if self._closed(key, cw):
-                    fold_matches(cw.labels, group, mcfg.task)
+                if self._fold_pairs(cw.labels, pairs, mcfg):
+                    self._touched_closed[(key, cw.window.spec.name, cw.window.start_ms)] = cw
+
+    @staticmethod
+    def _fold_pairs(cell: PaneState, pairs: dict[tuple[str, str], list[Match]], mcfg: ModelConfig) -> bool:
+        took = False
+        for (chunk_id, label_record), group in pairs.items():
+            if cell.take_pair(chunk_id, label_record):
+                fold_matches(cell, group, mcfg.task)
+                took = True
+        return took
 
     def _fold_versus(
         self,

@@ -90,6 +90,10 @@ class Match(NamedTuple):
     prediction: Any
     label: Any
     label_time_ms: int
+    # The two records the pair came from (``source:offset:batch``): a replay after a crash may
+    # join them in the other order, so the windows guard a label's count by this pair.
+    chunk_id: str = ""
+    label_record: str = ""
 
 
 @dataclass(slots=True)
@@ -237,7 +241,7 @@ class LabelJoin:
                         and chunk.row_of(eid) == row):
                     o = self._pop_orphan(eid)
                     chunk.matched.add(row)
-                    matches.append(self._match(chunk, row, o.label, o.event_time_ms))
+                    matches.append(self._match(chunk, row, o.label, o.event_time_ms, o.source))
         if matches:
             self._dirty_marks.add(chunk.chunk_id)
         self._evict_over_capacity()
@@ -268,10 +272,10 @@ class LabelJoin:
                 continue
             chunk.matched.add(row)
             self._dirty_marks.add(chunk.chunk_id)
-            matches.append(self._match(chunk, row, label, t_ms))
+            matches.append(self._match(chunk, row, label, t_ms, source))
         return matches
 
-    def _match(self, chunk: Chunk, row: int, label: Any, label_time_ms: int) -> Match:
+    def _match(self, chunk: Chunk, row: int, label: Any, label_time_ms: int, label_record: str) -> Match:
         self.counters.matched += 1
         return Match(
             chunk.version,
@@ -280,6 +284,8 @@ class LabelJoin:
             chunk.prediction[row],
             label,
             label_time_ms,
+            chunk.chunk_id,
+            label_record,
         )
 
     def orphans_of(self, source: str) -> list[tuple[str, Orphan]]:

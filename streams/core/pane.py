@@ -10,6 +10,17 @@ Every pane carries ``applied``: the last source offset folded in, per source
 partition. Replaying a record after a crash (at-least-once delivery) then
 skips the panes that already hold it, so a restarted worker ends with the same
 numbers as one that never stopped.
+
+That guard suits what one record brings by itself (its predictions), not joined
+labels: a label is counted when the later of its prediction and its feedback
+record arrives, and a replay may read the two topics in the other order, so the
+same count would come under the other record's guard and be skipped (lost) or
+taken twice. Label counts are guarded by ``label_pairs`` instead: per (prediction
+record, label source) the position of the newest label record whose matches were
+folded in. Each topic partition is read in order, so when the matches of one
+pair were folded, those of every earlier label record with the same prediction
+record had been folded too: one position per pair is the whole guard, and it sits
+in the same cell as the counts it guards.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ class PaneState:
         "features",
         "first_ms",
         "label_delay",
+        "label_pairs",
         "labelled",
         "last_ms",
         "late_events",
@@ -81,6 +93,8 @@ class PaneState:
         self.versus: RegressionMetrics | None = None  # challenger minus champion, paired by request
         self.late_events = 0
         self.applied: dict[str, int] = {}
+        # label source ("topic:partition") -> prediction record id -> [offset, batch index]
+        self.label_pairs: dict[str, dict[str, list[int]]] = {}
 
     def add_serving(
         self,
@@ -130,6 +144,26 @@ class PaneState:
     def has_applied(self, source: str, offset: int) -> bool:
         return self.applied.get(source, -1) >= offset
 
+    def take_pair(self, chunk_id: str, label_record: str) -> bool:
+        """Whether the labels of ``label_record`` joined to ``chunk_id`` are new to this cell; marks them.
+
+        Both ids are ``source:offset:batch``.
+
+        >>> p = PaneState()
+        >>> p.take_pair("pred:0:7:0", "fb:0:3:0"), p.take_pair("pred:0:7:0", "fb:0:3:0")
+        (True, False)
+        >>> p.take_pair("pred:0:7:0", "fb:0:2:0"), p.take_pair("pred:0:7:0", "fb:0:4:0")
+        (False, True)
+        """
+        source, offset, index = label_record.rsplit(":", 2)
+        pos = [int(offset), int(index)]
+        seen = self.label_pairs.setdefault(source, {})
+        old = seen.get(chunk_id)
+        if old is not None and old >= pos:
+            return False
+        seen[chunk_id] = pos
+        return True
+
     def merge(self, other: PaneState) -> None:
         """Fold ``other`` into this pane (exact for counts and sums, sketches merged)."""
         self.count += other.count
@@ -153,6 +187,11 @@ class PaneState:
         self.late_events += other.late_events
         for src, off in other.applied.items():
             self.mark_applied(src, off)
+        for src, theirs in other.label_pairs.items():
+            mine = self.label_pairs.setdefault(src, {})
+            for cid, pos in theirs.items():
+                if cid not in mine or mine[cid] < pos:
+                    mine[cid] = pos
 
     def labels_only(self) -> PaneState:
         """A copy holding what late labels can still change (and the count, for coverage)."""
@@ -160,6 +199,7 @@ class PaneState:
         p.count, p.errors = self.count, self.errors
         p.classification, p.regression, p.versus = self.classification, self.regression, self.versus
         p.labelled, p.label_delay, p.applied = self.labelled, self.label_delay, dict(self.applied)
+        p.label_pairs = {src: dict(seen) for src, seen in self.label_pairs.items()}
         return p
 
     def to_json(self) -> dict[str, Any]:
@@ -180,6 +220,7 @@ class PaneState:
             "delay": self.label_delay.to_json(),
             "late": self.late_events,
             "applied": self.applied,
+            "pairs": self.label_pairs,
             "cfg": [self.max_features, self.top_k, self.max_classes],
         }
 
@@ -202,6 +243,10 @@ class PaneState:
             p.label_delay = DDSketch.from_json(raw["delay"])
             p.late_events = int(raw["late"])
             p.applied = {str(k): int(v) for k, v in dict(raw["applied"]).items()}
+            p.label_pairs = {  # absent in state written before the pair guard
+                str(src): {str(cid): [int(pos[0]), int(pos[1])] for cid, pos in dict(seen).items()}
+                for src, seen in dict(raw.get("pairs") or {}).items()
+            }
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed pane state: {exc!r}") from None
         return p

@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from streams.core.detection.config import ConceptConfig
-from streams.core.detection.guard import OffsetGuard
+from streams.core.detection.guard import PairGuard
 from streams.core.drift.base import Detection, SequentialDetector
 from streams.core.drift.sequential import DEFAULT_ERROR_ADWIN, DEFAULT_ERROR_PH, build, restore
+from streams.core.join import Match
+from streams.core.outcomes import TaskConfig, error_stream
 
 
 def concept_detectors(cfg: ConceptConfig) -> dict[str, SequentialDetector]:
@@ -54,21 +56,29 @@ class ConceptDrift:
 
 
 class ConceptMonitor:
-    """The error-stream detectors of one (model, version), with their offset guard."""
+    """The error-stream detectors of one (model, version), with the guard of the label pairs they saw."""
 
     def __init__(self, cfg: ConceptConfig) -> None:
         self.detectors: dict[str, SequentialDetector] = concept_detectors(cfg)
-        self.guard = OffsetGuard()
+        self.guard = PairGuard()
         self.events = 0
         self.since_ms: dict[str, int] = {}
 
     def add(
-        self, times_ms: list[int], errors: list[float], source: str, offset: int, batch_index: int = 0
+        self, matches: list[Match], task: TaskConfig, source: str, offset: int, batch_index: int = 0
     ) -> list[ConceptDrift]:
-        """Fold the errors of one batch's matches; returns the detections they caused."""
-        if not errors or not self.guard.admit(source, offset, batch_index):
+        """Fold the errors of this version's new matches; returns the detections they caused.
+
+        ``source``, ``offset`` and ``batch_index`` (the record being read) only
+        name the detections; what is new is decided per label pair.
+        """
+        fresh = self.guard.fresh(matches)
+        if not fresh:
             return []
-        self.guard.mark(source, offset, batch_index)
+        stream = error_stream(fresh, task)
+        if not stream:
+            return []
+        (times_ms, errors), = stream.values()
         values = np.asarray(errors, dtype=np.float64)
         out: list[ConceptDrift] = []
         for name, det in self.detectors.items():
@@ -85,8 +95,8 @@ class ConceptMonitor:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "v": 1,
-            "applied": self.guard.to_json(),
+            "v": 2,
+            "pairs": self.guard.to_json(),
             "events": self.events,
             "since": self.since_ms,
             "detectors": {name: d.to_state() for name, d in self.detectors.items()},
@@ -94,10 +104,11 @@ class ConceptMonitor:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], cfg: ConceptConfig) -> ConceptMonitor:
-        if raw.get("v") != 1:
+        if raw.get("v") not in (1, 2):
             raise ValueError(f"concept state: unknown version {raw.get('v')!r}")
         m = cls(cfg)
-        m.guard = OffsetGuard.from_json(raw["applied"])
+        if raw["v"] == 2:  # v1 kept an offset guard per source, which a replay's other order defeats
+            m.guard = PairGuard.from_json(raw["pairs"])
         m.events = int(raw["events"])
         m.since_ms = {str(k): int(v) for k, v in raw["since"].items()}
         for name, state in raw["detectors"].items():

@@ -31,7 +31,7 @@ from streams.core.detection.signals import condition_signal, make_signal
 from streams.core.drift.profile import ReferenceProfile
 from streams.core.join import Match
 from streams.core.ops.silence import SilenceTracker
-from streams.core.outcomes import TaskConfig, error_stream
+from streams.core.outcomes import TaskConfig
 
 Cell = tuple[bytes, bytes | None]
 ProfileLookup = Callable[[str, str], tuple[str, ReferenceProfile] | None]
@@ -135,12 +135,15 @@ class DetectionEngine:
 
     def _concept(self, model: str, matches: list[Match], source: str, offset: int, batch_index: int) -> None:
         ccfg = self.cfg.concept_for(model)
-        for version, (times, errors) in error_stream(matches, self.task(model)).items():
+        by_version: dict[str, list[Match]] = {}
+        for m in matches:
+            by_version.setdefault(m.version, []).append(m)
+        for version, version_matches in by_version.items():
             key = (model, version)
             mon = self.concept.get(key)
             if mon is None:
                 mon = self.concept[key] = ConceptMonitor(ccfg)
-            drifts = mon.add(times, errors, source, offset, batch_index)
+            drifts = mon.add(version_matches, self.task(model), source, offset, batch_index)
             self._dirty[("d:concept", *key)] = mon
             for d in drifts:
                 self._signals.append(self._concept_signal(model, version, d, mon, ccfg.grace_events))

@@ -9,8 +9,11 @@ and never re-detects a drift from events it already saw.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from streams.core.join import Match
 
 
 class OffsetGuard:
@@ -48,3 +51,76 @@ class OffsetGuard:
         ):
             raise ValueError("applied: expected a mapping of source to [offset, batch index]")
         return cls({str(k): (v[0], v[1]) for k, v in raw.items()})
+
+
+class PairGuard:
+    """Which (prediction record, label record) pairs a label-fed state has folded.
+
+    Joined labels cannot be guarded by the record being read: a label is
+    joined when the later of its two records arrives, and a replay may read
+    the predictions and feedback topics in the other order (see
+    :mod:`streams.core.pane`). Per (label source, prediction record) this keeps
+    the position of the newest label record folded in; each topic partition is
+    read in order, so one position per pair is the whole guard.
+
+    It keeps the ``capacity`` most recently touched pairs: a pair comes back
+    only while one of its records is not yet committed (about a second of
+    input), so an entry idle for thousands of pairs is never asked again.
+
+    >>> g = PairGuard(capacity=2)
+    >>> g.take("p:0:7:0", "f:0:3:0"), g.take("p:0:7:0", "f:0:3:0"), g.take("p:0:7:0", "f:0:2:0")
+    (True, False, False)
+    >>> g.take("p:0:8:0", "f:0:3:0"), g.take("p:0:9:0", "f:0:4:0"), len(g)
+    (True, True, 2)
+    """
+
+    __slots__ = ("_seen", "capacity")
+
+    def __init__(self, capacity: int = 4096) -> None:
+        if capacity <= 0:
+            raise ValueError(f"capacity must be positive, got {capacity}")
+        self.capacity = capacity
+        self._seen: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def take(self, chunk_id: str, label_record: str) -> bool:
+        """Whether the labels of ``label_record`` joined to ``chunk_id`` are new here; marks them."""
+        source, offset, index = label_record.rsplit(":", 2)
+        key, pos = (source, chunk_id), (int(offset), int(index))
+        old = self._seen.get(key)
+        if old is not None and old >= pos:
+            return False
+        self._seen[key] = pos
+        self._seen.move_to_end(key)
+        if len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+        return True
+
+    def fresh(self, matches: Iterable[Match]) -> list[Match]:
+        """The matches whose pair was not folded yet (and marks those pairs)."""
+        verdict: dict[tuple[str, str], bool] = {}
+        out: list[Match] = []
+        for m in matches:
+            pair = (m.chunk_id, m.label_record)
+            ok = verdict.get(pair)
+            if ok is None:
+                ok = verdict[pair] = self.take(*pair)
+            if ok:
+                out.append(m)
+        return out
+
+    def to_json(self) -> list[list[Any]]:
+        return [[src, cid, off, idx] for (src, cid), (off, idx) in self._seen.items()]
+
+    @classmethod
+    def from_json(cls, raw: Any, capacity: int = 4096) -> PairGuard:
+        g = cls(capacity)
+        if not isinstance(raw, list):
+            raise ValueError("pairs: expected a list of [label source, prediction record, offset, index]")
+        for item in raw:
+            if not (isinstance(item, list) and len(item) == 4 and all(isinstance(i, int) for i in item[2:])):
+                raise ValueError(f"pairs: malformed entry {item!r}")
+            g._seen[(str(item[0]), str(item[1]))] = (item[2], item[3])
+        return g
