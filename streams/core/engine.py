@@ -8,10 +8,15 @@ touches Kafka, faust or the clock: the caller passes ``now_ms`` (processing
 time, used only to close windows of a model that went quiet).
 
 Exactly-once results from at-least-once delivery: every cell records the
-last offset it folded in per source partition; a replayed record skips the
-cells that already hold it. The writes of one record come out panes first,
-join marks last, and the changelog keeps that order, so a mark (this label
-was counted) is never persisted without the pane that counted it.
+last offset it folded in per source partition, and for joined labels the
+newest label record per prediction record (:mod:`streams.core.pane`); a
+replayed record skips the cells that already hold it, whatever order the
+replay reads the two topics in. A flush's writes come out closed windows
+first, then accumulators, panes, and join marks last, and the changelog keeps
+that order, so a crash persists a prefix in which nothing is deleted before
+what absorbed it and no mark (this label was counted) precedes its pane.
+``tests/unit/core/test_engine_crash.py`` checks this against seeded crash
+histories.
 """
 
 from __future__ import annotations
@@ -29,13 +34,19 @@ from streams.core.metrics_config import EngineConfig, ModelConfig
 from streams.core.outcomes import fold_matches
 from streams.core.pane import PaneState
 from streams.core.sampling import feature_sample
-from streams.core.series import ClosedWindow, Series, SeriesKey
+from streams.core.series import Accumulator, ClosedWindow, Series, SeriesKey
 from streams.core.snapshot import METRICS_V1, base_result, label_result, versus_result
 from streams.core.versus import VersusBuffer
 
 Cell = tuple[bytes, bytes | None]
+
+
+def _phase(key: bytes) -> int:
+    """Where a cell goes in a flush (see :meth:`MetricsEngine.take_writes`); ``key`` starts with '["kind'."""
+    kind = key[2:5]
+    return 0 if kind == b"win" else 1 if kind == b"acc" else 3 if kind[:2] in _JOIN_KINDS else 2
 MatchListener = Callable[[str, list[Match], str, int, int], None]  # (model, matches, source, offset, batch)
-_KINDS = frozenset({"pane", "win", "meta", "jc", "jm", "jo", "vw"})
+_KINDS = frozenset({"pane", "win", "acc", "meta", "jc", "jm", "jo", "vw"})
 _JOIN_KINDS = (b"jc", b"jm", b"jo", b"vw")  # the first two letters of a key's kind, after '["'
 
 
@@ -234,9 +245,18 @@ class MetricsEngine:
                 cw = ClosedWindow(w, base, acc.labels_only())
                 series.closed[(w.spec.name, w.start_ms)] = cw
                 self._put(("win", *key, w.spec.name, w.start_ms), cw)
+                if series.accs.pop((w.spec.name, w.start_ms), None) is not None:
+                    self._put(("acc", *key, w.spec.name, w.start_ms), None)
                 self._emit(key, cw, reason, ms)
-            for ps in series.droppable_panes(specs) if wins else ():
+            if not wins:
+                continue
+            for ps in series.droppable_panes(specs):
                 del series.panes[ps]
+                self._put(("pane", *key, ps), None)
+            folded, accs = series.fold_panes(specs, self.pane_ms, self._new_pane)
+            for a in accs:
+                self._put(("acc", *key, a.window.spec.name, a.window.start_ms), a)
+            for ps in folded:
                 self._put(("pane", *key, ps), None)
 
     def _expire(self, ms: ModelState) -> None:
@@ -248,7 +268,7 @@ class MetricsEngine:
                     break
                 del series.closed[wk]
                 self._put(("win", *key, *wk), None)
-            if not series.closed and not series.panes:
+            if not series.closed and not series.panes and not series.accs:
                 del ms.series[key]
         ms.join.expire()
         self._persist_join(ms)
@@ -260,20 +280,21 @@ class MetricsEngine:
         return out
 
     def take_writes(self) -> list[Cell]:
-        """Cell writes since the last call, coalesced (one per cell): closed windows, panes, join cells.
+        """Cell writes since the last call, coalesced (one per cell): windows, accumulators, panes, join.
 
         The order matters, as a crash may persist any prefix of one flush (the
-        changelog keeps its order): a pane is deleted only once the windows
-        that absorbed it are persisted, and a join mark (this label was
-        counted) never precedes the pane that counted it. Coalescing moves a
-        cell to its last write, so the order is by kind, not by time.
+        changelog keeps its order): a pane or an accumulator is deleted only
+        once the windows (or accumulator) that absorbed it are persisted, and a
+        join mark (this label was counted) never precedes the pane that counted
+        it. Coalescing moves a cell to its last write, so the order is by kind,
+        not by time; what a restore finds twice, it drops (``Series.drop_stale``).
         """
         self.end_record()
         pending, self._writes = self._writes, {}
         out: list[Cell] = []
-        for phase in (0, 1, 2):
+        for phase in (0, 1, 2, 3):
             for k, v in pending.items():
-                if (2 if k[2:4] in _JOIN_KINDS else 0 if k[2:5] == b"win" else 1) != phase:
+                if _phase(k) != phase:
                     continue
                 if v is None:
                     out.append((k, None))
@@ -523,6 +544,10 @@ class MetricsEngine:
                 wkey: SeriesKey = (model, str(rest[0]), str(rest[1]))
                 cw = ClosedWindow.from_json(raw)
                 ms.series.setdefault(wkey, Series(wkey)).closed[(str(rest[2]), int(rest[3]))] = cw
+            elif kind == "acc":
+                akey: SeriesKey = (model, str(rest[0]), str(rest[1]))
+                acc = Accumulator.from_json(raw)
+                ms.series.setdefault(akey, Series(akey)).accs[(str(rest[2]), int(rest[3]))] = acc
             elif kind == "meta":
                 ms.stream_time_ms = max(ms.stream_time_ms, int(raw["t"]))
                 ms.late_expired = int(raw["late_expired"])
@@ -545,6 +570,11 @@ class MetricsEngine:
         for ms in self.models.values():
             for key, series in ms.series.items():
                 series.closed = dict(sorted(series.closed.items(), key=lambda kv: kv[1].window.end_ms))
+                panes, accs = series.drop_stale(self.cfg.windows)
+                for ps in panes:
+                    self._put(("pane", *key, ps), None)
+                for name, start in accs:
+                    self._put(("acc", *key, name, start), None)
                 for (name, start), cw in series.closed.items():
                     if cw.pending:  # a revision persisted but maybe not emitted: emit it again
                         self._revised[(key, name, start)] = cw

@@ -60,6 +60,7 @@ class PaneState:
         "feature_weight",
         "features",
         "first_ms",
+        "gen",
         "label_delay",
         "label_pairs",
         "labelled",
@@ -95,6 +96,7 @@ class PaneState:
         self.applied: dict[str, int] = {}
         # label source ("topic:partition") -> prediction record id -> [offset, batch index]
         self.label_pairs: dict[str, dict[str, list[int]]] = {}
+        self.gen = 0  # panes of this start folded into an accumulator before this one (streams.core.series)
 
     def add_serving(
         self,
@@ -185,6 +187,10 @@ class PaneState:
         self.labelled += other.labelled
         self.label_delay.merge(other.label_delay)
         self.late_events += other.late_events
+        self.merge_guards(other)
+
+    def merge_guards(self, other: PaneState) -> None:
+        """Take over what ``other`` has applied (both replay guards), as if its records were folded here."""
         for src, off in other.applied.items():
             self.mark_applied(src, off)
         for src, theirs in other.label_pairs.items():
@@ -221,6 +227,7 @@ class PaneState:
             "late": self.late_events,
             "applied": self.applied,
             "pairs": self.label_pairs,
+            "gen": self.gen,
             "cfg": [self.max_features, self.top_k, self.max_classes],
         }
 
@@ -247,6 +254,7 @@ class PaneState:
                 str(src): {str(cid): [int(pos[0]), int(pos[1])] for cid, pos in dict(seen).items()}
                 for src, seen in dict(raw.get("pairs") or {}).items()
             }
+            p.gen = int(raw.get("gen", 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed pane state: {exc!r}") from None
         return p

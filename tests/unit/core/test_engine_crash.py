@@ -11,6 +11,7 @@ crash point, how much of that flush survived, and the replay's interleaving.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ import pytest
 
 from streams.core.batches import FeedbackBatch
 from streams.core.engine import MetricsEngine
+from streams.core.metrics_config import EngineConfig
+from streams.core.windows import WindowSpec
 from tests.unit.core.test_engine import T0, _config, _strip, preds, snaps_by_key
 
 Records = dict[str, list[Any]]
@@ -47,6 +50,14 @@ def _records() -> Records:
 
 
 RECORDS = _records()
+
+
+# The second also has a long tumbling window (4m): its panes are folded into an accumulator
+# once the shorter windows closed over them (streams.core.series.Accumulator).
+CONFIGS = {
+    "1m+2m/1m": _config(),
+    "1m+2m/1m+4m": replace(_config(), windows=(*_config().windows, WindowSpec.parse("4m"))),
+}
 
 
 def _feed(eng: MetricsEngine, topic: str, offset: int) -> None:
@@ -84,15 +95,19 @@ def test_the_reference_history_labels_windows() -> None:
     assert len(overall) == 4 and all(s["labels"]["labelled"] > 0 for s in overall)
 
 
+@pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("seed", range(60))
-def test_any_crash_and_replay_order_give_the_snapshots_of_the_run_that_never_stopped(seed: int) -> None:
+def test_any_crash_and_replay_order_give_the_snapshots_of_the_run_that_never_stopped(
+    seed: int, config: str
+) -> None:
+    cfg: EngineConfig = CONFIGS[config]
     rng = random.Random(seed)
-    ref = MetricsEngine(_config(), 0)
+    ref = MetricsEngine(cfg, 0)
     for topic, off in _interleave(random.Random(10_000 + seed), dict.fromkeys(TOPICS, 0)):
         _feed(ref, topic, off)
     want = snaps_by_key(_final(ref))
 
-    eng = MetricsEngine(_config(), 0)
+    eng = MetricsEngine(cfg, 0)
     log: list[tuple[bytes, bytes | None]] = []
     flushes: list[tuple[int, int, dict[str, int]]] = []  # (first write, end, offsets read by then)
     snaps: list[dict[str, Any]] = []
@@ -117,7 +132,7 @@ def test_any_crash_and_replay_order_give_the_snapshots_of_the_run_that_never_sto
             table.pop(k, None)
         else:
             table[k] = v
-    restarted = MetricsEngine(_config(), 0)
+    restarted = MetricsEngine(cfg, 0)
     restarted.restore(table.items(), now_ms=0)
     for topic, off in _interleave(rng, committed):
         _feed(restarted, topic, off)
