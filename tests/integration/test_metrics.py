@@ -28,6 +28,7 @@ from tests.integration.traffic import (
     make_traffic,
     window_starts,
 )
+from tests.same import assert_same
 
 pytestmark = pytest.mark.integration
 
@@ -191,23 +192,6 @@ def _engine_reference(traffic: Traffic, config: str) -> dict[SnapKey, dict[str, 
             if snap["segment"] is None:
                 latest[(snap["model"], snap["window"], snap["window_start_ms"])] = snap
     return latest
-
-
-def assert_same(a: Any, b: Any, path: str = "") -> None:
-    """Equal, with floats to 1e-9 relative (sums may be folded in another order after a replay)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            if k not in ("revision", "reason"):
-                assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list) and isinstance(b, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) or isinstance(b, float):
-        assert a == pytest.approx(b, rel=1e-9, abs=1e-12), path
-    else:
-        assert a == b, path
 
 
 def test_kill_9_mid_window_then_restart_gives_the_same_final_metrics(

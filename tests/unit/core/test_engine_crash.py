@@ -21,7 +21,8 @@ from streams.core.batches import FeedbackBatch
 from streams.core.engine import MetricsEngine
 from streams.core.metrics_config import EngineConfig
 from streams.core.windows import WindowSpec
-from tests.unit.core.test_engine import T0, _config, _strip, preds, snaps_by_key
+from tests.same import assert_same
+from tests.unit.core.test_engine import T0, _config, preds, snaps_by_key
 
 Records = dict[str, list[Any]]
 TOPICS = ("predictions:0", "feedback:0")
@@ -140,20 +141,5 @@ def test_any_crash_and_replay_order_give_the_snapshots_of_the_run_that_never_sto
     got = snaps_by_key(snaps + _final(restarted))
     assert got.keys() == want.keys()
     for key in want:
-        _same(_strip(got[key]), _strip(want[key]), f"{key} crash in flush {f} at write {kept - first}")
-
-
-def _same(a: Any, b: Any, path: str) -> None:
-    """Equal, floats to 1e-12: labels added in another order may change a sum's last bit."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list) and isinstance(b, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _same(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) or isinstance(b, float):
-        assert a == pytest.approx(b, rel=1e-12, abs=1e-15), path
-    else:
-        assert a == b, path
+        # Floats to 1e-12: labels added in another order may change a sum's last bit.
+        assert_same(got[key], want[key], f"{key} crash in flush {f} at write {kept - first}", rel=1e-12)
