@@ -34,23 +34,39 @@ def on_before_flush(app: Any, hook: Callable[[], None]) -> None:
 
 
 class Unacked:
-    """The messages handed to faust's producer that the broker has not yet acknowledged."""
+    """The messages handed to faust's producer that the broker has not yet acknowledged.
+
+    A message that failed (or was cancelled) makes every later :meth:`wait`
+    raise: its state write is gone, so no offset may be committed past it any
+    more; the worker has to restart and replay from the last commit.
+    """
 
     def __init__(self) -> None:
         self._futures: set[asyncio.Future[Any]] = set()
+        self.failure: BaseException | None = None
 
     def add(self, fut: asyncio.Future[Any]) -> None:
         self._futures.add(fut)
-        fut.add_done_callback(self._futures.discard)
+        fut.add_done_callback(self._done)
+
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        self._futures.discard(fut)
+        if self.failure is None:
+            if fut.cancelled():
+                self.failure = asyncio.CancelledError("a message was cancelled before the broker had it")
+            elif fut.exception() is not None:
+                self.failure = fut.exception()
 
     def __len__(self) -> int:
         return len(self._futures)
 
     async def wait(self) -> None:
-        """Until every message added so far is acknowledged; a send error raises (nothing commits)."""
+        """Until every message added so far is acknowledged; raises if any message ever failed."""
         pending = list(self._futures)
         if pending:
-            await asyncio.gather(*pending)
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.failure is not None:
+            raise RuntimeError(f"a produced message was lost, offsets cannot be committed: {self.failure!r}")
 
 
 class IdempotentProducer(faust_aiokafka.Producer):  # type: ignore[misc]
