@@ -16,7 +16,7 @@ from streams.app.live import FlowStats
 from streams.app.metrics_stage import MetricsStage
 from streams.app.profiles import ProfileStore, TopicFollower, follow_profiles
 from streams.app.state import FaustTableStore
-from streams.app.transport import IdempotentProducer, on_before_flush
+from streams.app.transport import IdempotentProducer, on_before_flush, on_committed
 from streams.config import Settings
 from streams.events.codec import Decoder
 from streams.observability import DetectionExporter, MetricsExporter, PipelineMetrics
@@ -179,6 +179,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
 
     stage = MetricsStage(settings.metrics, FaustTableStore(table), emit, MetricsExporter.create(registry))
     on_before_flush(app, stage.flush_writes)
+    on_committed(app, stage.on_committed)
     if settings.metrics.enabled:
         router.on_predictions.append(stage.on_predictions)
         router.on_feedback.append(stage.on_feedback)

@@ -10,7 +10,7 @@ its last windows closed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -102,6 +102,11 @@ class MetricsStage:
             eng.advance(now)
             self._emit_snapshots(eng)
         self.flush_writes()
+
+    def on_committed(self, offsets: Mapping[str, int]) -> None:
+        """Offsets faust committed (``topic:partition`` -> next offset): the engines prune replay guards."""
+        for eng in self.engines.values():
+            eng.committed(offsets)
 
     def flush_writes(self) -> None:
         """Hand every engine's pending cell writes to the store (before each offset commit).

@@ -33,6 +33,22 @@ def on_before_flush(app: Any, hook: Callable[[], None]) -> None:
     _PRE_FLUSH.setdefault(app, []).append(hook)
 
 
+def on_committed(app: Any, hook: Callable[[Mapping[str, int]], None]) -> None:
+    """Call ``hook`` after each successful offset commit of ``app`` with ``{"topic:partition": offset}``.
+
+    faust hands the committed offsets to its table manager (``tables.on_commit``)
+    only once the broker accepted them; this wraps that call.
+    """
+    tables = app.tables
+    inner = tables.on_commit
+
+    def on_commit(offsets: Mapping[Any, int]) -> None:
+        inner(offsets)
+        hook({f"{tp.topic}:{tp.partition}": int(off) for tp, off in offsets.items()})
+
+    tables.on_commit = on_commit
+
+
 class Unacked:
     """The messages handed to faust's producer that the broker has not yet acknowledged.
 

@@ -21,7 +21,7 @@ histories.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,7 @@ class MetricsEngine:
         # not grow with the number of models (an evicted chunk is persisted at the next advance).
         self.join_budget = JoinBudget(cfg.max_pending_labels)
         self._writes: dict[bytes, Any] = {}
+        self._committed: dict[str, int] = {}  # see committed()
         self._snapshots: list[dict[str, Any]] = []
         self._revised: dict[tuple[SeriesKey, str, int], ClosedWindow] = {}
         # The record being folded: which cells may take it (decided once per cell), and what it touched.
@@ -299,9 +300,31 @@ class MetricsEngine:
                 if v is None:
                     out.append((k, None))
                 else:
+                    self._prune(v)
                     raw = v.to_json() if hasattr(v, "to_json") else v
                     out.append((k, orjson.dumps(raw, option=orjson.OPT_SERIALIZE_NUMPY)))
         return out
+
+    def committed(self, offsets: Mapping[str, int]) -> None:
+        """Offsets committed per source (``topic:partition``, the next offset to read).
+
+        Records below them are never replayed, so the label-pair guards of the
+        cells written from now on forget the pairs they cover: a busy pane
+        keeps the pairs of about one commit interval, not of its whole minute.
+        """
+        for source, offset in offsets.items():
+            if offset > self._committed.get(source, -1):
+                self._committed[source] = offset
+
+    def _prune(self, cell: Any) -> None:
+        if not self._committed:
+            return
+        if isinstance(cell, PaneState):
+            cell.prune_pairs(self._committed)
+        elif isinstance(cell, ClosedWindow):
+            cell.labels.prune_pairs(self._committed)
+        elif isinstance(cell, Accumulator):
+            cell.state.prune_pairs(self._committed)
 
     def _emit(self, key: SeriesKey, cw: ClosedWindow, reason: str, ms: ModelState) -> None:
         w = cw.window

@@ -166,6 +166,29 @@ class PaneState:
         seen[chunk_id] = pos
         return True
 
+    def prune_pairs(self, committed: Mapping[str, int]) -> None:
+        """Forget the pairs neither of whose records a replay can bring back.
+
+        ``committed`` maps a source to its committed offset (the next to
+        read). Kafka's convention is not relied on to the last record: a
+        record counts as done below ``committed - 1``.
+
+        >>> p = PaneState()
+        >>> p.take_pair("pred:0:7:0", "fb:0:3:0"), p.take_pair("pred:0:9:0", "fb:0:3:0")
+        (True, True)
+        >>> p.prune_pairs({"pred:0": 9, "fb:0": 5}); p.label_pairs
+        {'fb:0': {'pred:0:9:0': [3, 0]}}
+        """
+        for source, seen in list(self.label_pairs.items()):
+            label_done = committed.get(source, 0) - 1
+            for chunk_id, pos in list(seen.items()):
+                if pos[0] < label_done:
+                    chunk_source, offset, _ = chunk_id.rsplit(":", 2)
+                    if int(offset) < committed.get(chunk_source, 0) - 1:
+                        del seen[chunk_id]
+            if not seen:
+                del self.label_pairs[source]
+
     def merge(self, other: PaneState) -> None:
         """Fold ``other`` into this pane (exact for counts and sums, sketches merged)."""
         self.count += other.count

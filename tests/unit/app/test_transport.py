@@ -1,12 +1,17 @@
-"""Unacked: what the producer's flush waits for before faust commits offsets."""
+"""The worker's producer and commit hooks: what a flush waits for, what a commit tells the engines."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
+from faust.types import TP
 
+from streams.app.factory import create_app
 from streams.app.transport import Unacked
+from streams.config import load_settings
+from streams.core.engine import MetricsEngine
 
 
 def test_wait_returns_once_every_message_is_acknowledged() -> None:
@@ -48,3 +53,12 @@ def test_a_lost_message_makes_every_later_wait_raise(how: str) -> None:
 
     first, second = asyncio.run(run())
     assert "offsets cannot be committed" in first and first == second
+
+
+def test_a_commit_reaches_the_metrics_engines(tmp_path: Path) -> None:
+    """faust's commit path calls ``tables.on_commit`` with what the broker accepted; the engines hear it."""
+    s = load_settings(env={}, bootstrap_servers="127.0.0.1:1", data_dir=str(tmp_path / "w"))
+    dl = create_app(s)  # never started: no broker needed
+    eng = dl.metrics_stage.engines[0] = MetricsEngine(s.metrics, 0)
+    dl.app.tables.on_commit({TP(s.topic("predictions"), 0): 41, TP(s.topic("feedback"), 0): 7})
+    assert eng._committed == {f"{s.topic('predictions')}:0": 41, f"{s.topic('feedback')}:0": 7}

@@ -122,6 +122,7 @@ def test_any_crash_and_replay_order_give_the_snapshots_of_the_run_that_never_sto
             writes = eng.take_writes()
             flushes.append((len(log), len(log) + len(writes), dict(pos)))
             log.extend(writes)
+            eng.committed(pos)  # the commit after the flush: later flushes prune guards below it
     # The crash: flush f reached the changelog up to write j; offsets were committed after flush f-1.
     f = rng.randrange(len(flushes))
     first, end, _ = flushes[f]
@@ -143,3 +144,22 @@ def test_any_crash_and_replay_order_give_the_snapshots_of_the_run_that_never_sto
     for key in want:
         # Floats to 1e-12: labels added in another order may change a sum's last bit.
         assert_same(got[key], want[key], f"{key} crash in flush {f} at write {kept - first}", rel=1e-12)
+
+
+@pytest.mark.parametrize("commits", [True, False])
+def test_committed_offsets_keep_the_label_guards_of_a_busy_pane_small(commits: bool) -> None:
+    """200 prediction records in one minute, each labelled by the next feedback record."""
+    eng = MetricsEngine(_config(), 0)
+    most = 0
+    for k in range(200):
+        ids = [f"e{k}-{i}" for i in range(10)]
+        eng.on_predictions(preds(ids, [T0 + 250 * k + i for i in range(10)]), "predictions:0", k, now_ms=0)
+        eng.on_feedback(FeedbackBatch("m", ids, [1] * 10, np.full(10, T0 + 250 * k + 20, dtype=np.int64)),
+                        "feedback:0", k, now_ms=0)
+        eng.take_writes()
+        if commits:
+            eng.committed({"predictions:0": k + 1, "feedback:0": k + 1})
+        pane = eng.models["m"].series[("m", "v1", "")].panes[T0]
+        most = max(most, sum(len(seen) for seen in pane.label_pairs.values()))
+    assert pane.labelled == 2_000
+    assert most <= 3 if commits else most == 200
