@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 
 from streams.core.batches import FeedbackBatch, PredictionBatch
-from streams.core.join import Chunk, JoinBudget, LabelJoin, Match, Orphan
+from streams.core.join import Chunk, JoinBudget, LabelJoin, Match, Orphan, record_id
 from streams.core.metrics_config import EngineConfig, ModelConfig
 from streams.core.outcomes import fold_matches
 from streams.core.pane import PaneState
@@ -39,15 +39,15 @@ from streams.core.snapshot import METRICS_V1, base_result, label_result, versus_
 from streams.core.versus import VersusBuffer
 
 Cell = tuple[bytes, bytes | None]
+MatchListener = Callable[[str, list[Match], str, int, int], None]  # (model, matches, source, offset, batch)
+_KINDS = frozenset({"pane", "win", "acc", "meta", "jc", "jm", "jo", "vw"})
+_JOIN_KINDS = (b"jc", b"jm", b"jo", b"vw")  # the first two letters of a key's kind, after '["'
 
 
 def _phase(key: bytes) -> int:
     """Where a cell goes in a flush (see :meth:`MetricsEngine.take_writes`); ``key`` starts with '["kind'."""
     kind = key[2:5]
     return 0 if kind == b"win" else 1 if kind == b"acc" else 3 if kind[:2] in _JOIN_KINDS else 2
-MatchListener = Callable[[str, list[Match], str, int, int], None]  # (model, matches, source, offset, batch)
-_KINDS = frozenset({"pane", "win", "acc", "meta", "jc", "jm", "jo", "vw"})
-_JOIN_KINDS = (b"jc", b"jm", b"jo", b"vw")  # the first two letters of a key's kind, after '["'
 
 
 @dataclass(slots=True)
@@ -125,7 +125,7 @@ class MetricsEngine:
             else:
                 self._fold_serving(ms, key, batch.take(rows), weights[rows], sampled[rows], closed_before)
         chunk = Chunk(
-            f"{source}:{offset}:{batch_index}",
+            record_id(source, offset, batch_index),
             batch.model_version,
             batch.event_id,
             batch.event_time_ms.tolist(),
@@ -148,7 +148,7 @@ class MetricsEngine:
         closed_before = ms.stream_time_ms - self.cfg.allowed_lateness_ms
         self._begin(source, offset)
         matches = ms.join.add_labels(
-            batch.event_id, batch.label, batch.event_time_ms.tolist(), f"{source}:{offset}:{batch_index}"
+            batch.event_id, batch.label, batch.event_time_ms.tolist(), record_id(source, offset, batch_index)
         )
         self._fold_matches(ms, matches, self.cfg.model(batch.model), closed_before)
         self._tell(ms.name, matches, source, offset, batch_index)
@@ -293,16 +293,13 @@ class MetricsEngine:
         self.end_record()
         pending, self._writes = self._writes, {}
         out: list[Cell] = []
-        for phase in (0, 1, 2, 3):
-            for k, v in pending.items():
-                if _phase(k) != phase:
-                    continue
-                if v is None:
-                    out.append((k, None))
-                else:
-                    self._prune(v)
-                    raw = v.to_json() if hasattr(v, "to_json") else v
-                    out.append((k, orjson.dumps(raw, option=orjson.OPT_SERIALIZE_NUMPY)))
+        for k, v in sorted(pending.items(), key=lambda kv: _phase(kv[0])):  # stable: write order kept
+            if v is None:
+                out.append((k, None))
+            else:
+                self._prune(v)
+                raw = v.to_json() if hasattr(v, "to_json") else v
+                out.append((k, orjson.dumps(raw, option=orjson.OPT_SERIALIZE_NUMPY)))
         return out
 
     def committed(self, offsets: Mapping[str, int]) -> None:

@@ -29,6 +29,21 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 
+def record_id(source: str, offset: int, batch_index: int) -> str:
+    """The id of one batch of one input record: ``topic:partition:offset:batch``.
+
+    >>> record_id("predictions:0", 7, 1), record_position("predictions:0:7:1")
+    ('predictions:0:7:1', ('predictions:0', 7, 1))
+    """
+    return f"{source}:{offset}:{batch_index}"
+
+
+def record_position(record: str) -> tuple[str, int, int]:
+    """The parts of a :func:`record_id`: source, offset, batch index."""
+    source, offset, index = record.rsplit(":", 2)
+    return source, int(offset), int(index)
+
+
 @dataclass(slots=True)
 class Chunk:
     """Predictions of one source batch, kept for joining."""

@@ -32,6 +32,7 @@ import numpy as np
 
 from streams.core.batches import top_class
 from streams.core.features import FeatureStats
+from streams.core.join import record_position
 from streams.core.labels import ClassificationMetrics, RegressionMetrics
 from streams.core.sketch import DDSketch
 
@@ -157,8 +158,8 @@ class PaneState:
         >>> p.take_pair("pred:0:7:0", "fb:0:2:0"), p.take_pair("pred:0:7:0", "fb:0:4:0")
         (False, True)
         """
-        source, offset, index = label_record.rsplit(":", 2)
-        pos = [int(offset), int(index)]
+        source, offset, index = record_position(label_record)
+        pos = [offset, index]
         seen = self.label_pairs.setdefault(source, {})
         old = seen.get(chunk_id)
         if old is not None and old >= pos:
@@ -183,8 +184,8 @@ class PaneState:
             label_done = committed.get(source, 0) - 1
             for chunk_id, pos in list(seen.items()):
                 if pos[0] < label_done:
-                    chunk_source, offset, _ = chunk_id.rsplit(":", 2)
-                    if int(offset) < committed.get(chunk_source, 0) - 1:
+                    chunk_source, offset, _ = record_position(chunk_id)
+                    if offset < committed.get(chunk_source, 0) - 1:
                         del seen[chunk_id]
             if not seen:
                 del self.label_pairs[source]

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from streams.core.join import Match
+from streams.core.join import Match, record_position
 
 
 class OffsetGuard:
@@ -87,8 +87,8 @@ class PairGuard:
 
     def take(self, chunk_id: str, label_record: str) -> bool:
         """Whether the labels of ``label_record`` joined to ``chunk_id`` are new here; marks them."""
-        source, offset, index = label_record.rsplit(":", 2)
-        key, pos = (source, chunk_id), (int(offset), int(index))
+        source, offset, index = record_position(label_record)
+        key, pos = (source, chunk_id), (offset, index)
         old = self._seen.get(key)
         if old is not None and old >= pos:
             return False
