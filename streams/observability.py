@@ -33,6 +33,7 @@ class PipelineMetrics:
     events_invalid: Counter
     deadletter_records: Counter
     consumer_lag: Gauge
+    offset_jumps: Counter
     event_lag_seconds: Gauge
     decode_seconds: Histogram
 
@@ -54,6 +55,9 @@ class PipelineMetrics:
             consumer_lag=Gauge("driftline_consumer_lag_records",
                                "Records between the last processed offset and the high watermark.",
                                ["topic", "partition"], registry=registry),
+            offset_jumps=Counter("driftline_input_offset_jumps",
+                                 "Input records read out of offset order, by the ingest agent's verdict.",
+                                 ["topic", "kind"], registry=registry),
             event_lag_seconds=Gauge("driftline_event_time_lag_seconds",
                                     "Wall clock minus the newest event time processed, by kind.",
                                     ["kind"], registry=registry),

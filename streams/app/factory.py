@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streams.app.alerting_stage import AlertingStage, LockedSilences
+from streams.app.consumer import GatedConsumer, use_gate
 from streams.app.detection_stage import DetectionStage
 from streams.app.ingest import IngestStage, Router, wall_ms
 from streams.app.live import FlowStats
 from streams.app.metrics_stage import MetricsStage
+from streams.app.order import OffsetGate, Verdict
 from streams.app.profiles import ProfileStore, TopicFollower, follow_profiles
 from streams.app.state import FaustTableStore
 from streams.app.transport import IdempotentProducer, on_before_flush, on_committed
@@ -21,6 +26,8 @@ from streams.config import Settings
 from streams.events.codec import Decoder
 from streams.observability import DetectionExporter, MetricsExporter, PipelineMetrics
 from streams.topics import STATE_TABLE
+
+log = logging.getLogger(__name__)
 
 # The classic text exposition format, which every Prometheus version scrapes; aiohttp
 # refuses a charset inside content_type and Prometheus assumes UTF-8 anyway.
@@ -157,6 +164,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
         broker_heartbeat_interval=2.0,
     )
     app.transport.Producer = IdempotentProducer  # type: ignore[misc]
+    app.transport.Consumer = GatedConsumer  # type: ignore[misc]
     metrics = PipelineMetrics.create(registry)
     router = Router()
     flow = FlowStats()
@@ -281,13 +289,38 @@ def _wire(dl: Driftline) -> None:
     source = app.topic(*(s.topic(t) for t in INPUT_TOPICS), **raw)
     deadletter = app.topic(s.topic("deadletter"), **raw)
     consumer_lag = dl.metrics.consumer_lag
+    offset_jumps = dl.metrics.offset_jumps
     ingest = dl.ingest
     flow = dl.flow
+    gate = OffsetGate(frozenset(s.topic(t) for t in INPUT_TOPICS))
+    use_gate(app, gate)
+
+    def end_offset(topic: str, partition: int) -> int | None:
+        try:
+            hw = app.consumer.highwater(TP(topic, partition))
+        except Exception:  # not assigned (any more): let the seek say so
+            return None
+        return None if hw is None or hw < 0 else int(hw)
+
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def reseek() -> None:  # a seek that brought nothing back, at the end of a partition
+        for (topic, partition), target in gate.overdue(time.monotonic(), end_offset):
+            log.info("ingest: %s:%d still misses offset %d; seeking back to it again",
+                        topic, partition, target)
+            try:
+                await app.consumer.seek(TP(topic, partition), target)
+            except Exception as exc:  # revoked meanwhile: its next owner starts from the commit
+                log.warning("ingest: seek of %s:%d failed: %r", topic, partition, exc)
 
     @app.agent(source, name="ingest")
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             msg = event.message
+            verdict = gate.admit(msg.topic, msg.partition, msg.offset)
+            if verdict is not Verdict.NEXT:
+                offset_jumps.labels(msg.topic, verdict.value).inc()
+                if not await _out_of_order(app, gate, msg, verdict):
+                    continue
             for d in ingest.process(msg.topic, msg.partition, msg.offset, msg.key, msg.value):
                 flow.on_deadletter(d.reason)
                 dl.metrics.deadletter_records.labels(d.reason).inc()
@@ -321,4 +354,24 @@ def _wire(dl: Driftline) -> None:
             ok, body = readiness(app)
             return self.json({**body, "app_id": s.app_id}, status=200 if ok else 503)
 
-    del ingest_agent, Metrics, Health, Ready
+    del ingest_agent, reseek, Metrics, Health, Ready
+
+
+async def _out_of_order(app: faust.App, gate: OffsetGate, msg: Any, verdict: Verdict) -> bool:
+    """Act on a record the gate did not expect; True if it is to be processed all the same."""
+    if verdict is Verdict.SKIPPED_TO:
+        log.error("ingest: %s:%d offsets before %d could not be read after %d seeks; went on from %d "
+                  "(transaction markers, or records deleted by retention)",
+                  msg.topic, msg.partition, msg.offset, gate.accept_after_seeks, msg.offset)
+        return True
+    if verdict is Verdict.GAP:
+        target = gate.seek_due(msg.topic, msg.partition, time.monotonic())
+        if target is not None:
+            log.info("ingest: %s:%d offset %d read where %d was expected; seeking back to %d",
+                        msg.topic, msg.partition, msg.offset, target, target)
+            await app.consumer.seek(msg.tp, target)
+    elif verdict is Verdict.EARLY and gate.reposition_due(msg.topic, msg.partition, time.monotonic()):
+        log.warning("ingest: %s:%d is still not positioned since its assignment; "
+                    "seeking to the committed offsets", msg.topic, msg.partition)
+        await app.consumer.perform_seek()
+    return False

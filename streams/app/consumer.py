@@ -1,0 +1,84 @@
+"""faust's aiokafka consumer, held to the ingest agent's offset order.
+
+Four changes, all serving :class:`~streams.app.order.OffsetGate` (whose
+docstring explains the faust and aiokafka behaviours they work around):
+
+- ``seek_to_committed`` also seeks the watched partitions that have no committed
+  offset (or 0) to their earliest offset. Then it positions the gate there.
+  aiokafka leaves such partitions wherever an earlier fetch moved them.
+- a revoked partition is forgotten by the gate until it is positioned again;
+- a commit never passes the gate's limit: the next offset the agent needs;
+- ``getmany`` hands over only what the gate lets through while it seeks a watched
+  partition back, and it keeps faust's read-offset filter off those partitions.
+  The gate orders them itself. faust's filter drops a record below the highest
+  offset read so far, and that is exactly what a seek back re-reads.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streams.app.order import OffsetGate, start_offsets
+
+_GATES: weakref.WeakKeyDictionary[Any, OffsetGate] = weakref.WeakKeyDictionary()
+
+
+def use_gate(app: Any, gate: OffsetGate) -> None:
+    """Make ``app``'s consumer (:class:`GatedConsumer`) position and commit by ``gate``."""
+    _GATES[app] = gate
+
+
+class GatedConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+    @property
+    def gate(self) -> OffsetGate | None:
+        return _GATES.get(self.app)
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        committed = dict(await super().seek_to_committed())
+        gate = self.gate
+        if gate is None:
+            return committed
+        watched = {(tp.topic, tp.partition): tp for tp in committed if gate.watches(tp.topic)}
+        unset = [tp for tp in watched.values() if not committed[tp] or committed[tp] <= 0]
+        earliest = await self.earliest_offsets(*unset) if unset else {}
+        starts = start_offsets({part: committed[tp] for part, tp in watched.items()},
+                               {(tp.topic, tp.partition): off for tp, off in earliest.items()})
+        for tp in unset:
+            committed[tp] = starts[(tp.topic, tp.partition)]
+            await self.seek(tp, committed[tp])
+        gate.restart(starts, time.monotonic())
+        return committed
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        try:
+            await super().on_partitions_revoked(revoked)
+        finally:
+            # After the revocation's own commit (still limited by the gate), not before it.
+            gate = self.gate
+            if gate is not None:
+                gate.forget((tp.topic, tp.partition) for tp in revoked)
+
+    def _filter_committable_offsets(self, tps: Iterable[Any]) -> dict[Any, int]:
+        offsets: dict[Any, int] = super()._filter_committable_offsets(tps)
+        gate = self.gate
+        if gate is None:
+            return offsets
+        by_part = {(tp.topic, tp.partition): tp for tp in offsets}
+        limited = gate.limit({part: offsets[tp] for part, tp in by_part.items()})
+        return {by_part[part]: off for part, off in limited.items()
+                if self._should_commit(by_part[part], off)}
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        gate = self.gate
+        read_offset = self._read_offset
+        async for tp, message in super().getmany(timeout):
+            if gate is not None and gate.watches(tp.topic):
+                if not gate.fetched(tp.topic, tp.partition, message.offset, time.monotonic()):
+                    continue
+                read_offset[tp] = None
+            yield tp, message
