@@ -7,7 +7,9 @@ docstring explains the faust and aiokafka behaviours they work around):
   offset (or 0) to their earliest offset. Then it positions the gate there.
   aiokafka leaves such partitions wherever an earlier fetch moved them.
 - a revoked partition is forgotten by the gate until it is positioned again;
-- a commit never passes the gate's limit: the next offset the agent needs;
+- a watched partition is committed where the gate says the agent finished, in
+  order. faust's acknowledged offsets are not used there: its commit lets a
+  one-offset hole through, and it stalls for good once the gate gives up a real hole;
 - ``getmany`` hands over only what the gate lets through while it seeks a watched
   partition back, and it keeps faust's read-offset filter off those partitions.
   The gate orders them itself. faust's filter drops a record below the highest
@@ -64,14 +66,25 @@ class GatedConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 gate.forget((tp.topic, tp.partition) for tp in revoked)
 
     def _filter_committable_offsets(self, tps: Iterable[Any]) -> dict[Any, int]:
-        offsets: dict[Any, int] = super()._filter_committable_offsets(tps)
         gate = self.gate
         if gate is None:
-            return offsets
-        by_part = {(tp.topic, tp.partition): tp for tp in offsets}
-        limited = gate.limit({part: offsets[tp] for part, tp in by_part.items()})
-        return {by_part[part]: off for part, off in limited.items()
-                if self._should_commit(by_part[part], off)}
+            return dict(super()._filter_committable_offsets(tps))
+        tps = list(tps)
+        out: dict[Any, int] = dict(super()._filter_committable_offsets(
+            [tp for tp in tps if not gate.watches(tp.topic)]))
+        for tp in tps:
+            if gate.watches(tp.topic):
+                offset = gate.committable(tp.topic, tp.partition)
+                if offset is None:
+                    continue
+                if self._should_commit(tp, offset):
+                    out[tp] = offset
+                # faust's list of acknowledged offsets is not read for this partition: keep it short
+                acked = self._acked.get(tp)
+                if acked:
+                    acked[:] = [o for o in acked if o >= offset]
+                    self._acked_index[tp].intersection_update(acked)
+        return out
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         gate = self.gate

@@ -325,6 +325,7 @@ def _wire(dl: Driftline) -> None:
                 flow.on_deadletter(d.reason)
                 dl.metrics.deadletter_records.labels(d.reason).inc()
                 await deadletter.send(key=d.key, value=d.value)
+            gate.finish(msg.topic, msg.partition, msg.offset)
             try:
                 hw = app.consumer.highwater(msg.tp)
             except Exception:

@@ -28,8 +28,10 @@ So the ingest agent asks this gate about every record:
   assignment; skip it.
 
 The consumer (:mod:`streams.app.consumer`) positions partitions with
-:meth:`OffsetGate.restart`. It also never commits past :meth:`OffsetGate.limit`,
-the next offset the agent needs.
+:meth:`OffsetGate.restart`, and commits an input partition at
+:meth:`OffsetGate.committable`: past the last record the agent finished
+(:meth:`OffsetGate.finish`), in order, from the last position. faust's own
+bookkeeping of acknowledged offsets is not used for them.
 
 An input partition written by idempotent, non-transactional producers (the SDK)
 has no holes of its own. A hole that persists through ``accept_after_seeks``
@@ -64,6 +66,11 @@ class _Position:
     seeks: int = 0  # seeks made for this expected offset
     last_seek_s: float = -math.inf
     seeking: bool = False  # a seek is under way: the consumer hands over nothing but `expected`
+    done: int = -1  # the offset after the last record finished (the position, until one is)
+
+    def __post_init__(self) -> None:
+        if self.done < 0:
+            self.done = self.expected
 
 
 class OffsetGate:
@@ -72,7 +79,7 @@ class OffsetGate:
     Parameters
     ----------
     topics
-        The input topics it watches; others pass through :meth:`limit` unclamped.
+        The input topics it watches.
     reseek_after_s
         How long one seek is given: meanwhile the consumer drops this partition's
         records fetched before it (:meth:`fetched`), and no other seek is made.
@@ -94,8 +101,8 @@ class OffsetGate:
     (9, None)
     >>> gate.fetched("p", 0, 11, now_s=100.6), gate.fetched("p", 0, 9, now_s=100.7)
     (False, True)
-    >>> gate.limit({("p", 0): 11, ("p", 1): 3, ("other", 0): 5})
-    {('p', 0): 9, ('other', 0): 5}
+    >>> gate.finish("p", 0, 8); gate.committable("p", 0), gate.committable("p", 1)
+    (9, None)
     """
 
     def __init__(self, topics: frozenset[str], *, reseek_after_s: float = 2.0,
@@ -207,20 +214,20 @@ class OffsetGate:
         self._early_since[(topic, partition)] = now_s
         return True
 
-    def limit(self, offsets: Mapping[Part, int]) -> dict[Part, int]:
-        """The offsets of a commit, none past the next offset the agent needs (Kafka's convention).
+    def finish(self, topic: str, partition: int, offset: int) -> None:
+        """The agent finished the record at ``offset`` (admitted as NEXT or SKIPPED_TO)."""
+        pos = self._positions.get((topic, partition))
+        if pos is not None and offset < pos.expected:
+            pos.done = max(pos.done, offset + 1)
 
-        A watched partition not positioned commits nothing; other topics pass unchanged.
+    def committable(self, topic: str, partition: int) -> int | None:
+        """The offset to commit (Kafka's next-offset convention); None while not positioned.
+
+        Every record below it was finished, in order, since the partition was positioned
+        at its committed offset: a hole the agent is still seeking back to holds it.
         """
-        out: dict[Part, int] = {}
-        for part, offset in offsets.items():
-            if part[0] in self.topics:
-                pos = self._positions.get(part)
-                if pos is None:
-                    continue
-                offset = min(offset, pos.expected)
-            out[part] = offset
-        return out
+        pos = self._positions.get((topic, partition))
+        return None if pos is None else pos.done
 
 
 def start_offsets(committed: Mapping[Part, int | None], earliest: Mapping[Part, int]) -> dict[Part, int]:

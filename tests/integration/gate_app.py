@@ -42,6 +42,7 @@ def main(bootstrap: str, topic: str, out: str, hole_at: int, back_to: int, last:
             verdict = gate.admit(msg.topic, msg.partition, msg.offset)
             if verdict is Verdict.NEXT:
                 processed.append(msg.offset)
+                gate.finish(msg.topic, msg.partition, msg.offset)
                 if msg.offset == last:
                     with open(out, "w") as f:
                         json.dump(processed, f)

@@ -120,11 +120,26 @@ def test_a_partition_early_for_too_long_asks_to_be_repositioned_once_per_period(
         False, False, True, False, True]
 
 
-def test_commits_never_pass_the_next_offset_needed() -> None:
+def test_the_commit_offset_is_past_the_last_record_finished_in_order() -> None:
     gate = positioned(10)
-    for o in (10, 11, 13):  # 12 is missing: 13 is a gap, not processed
-        gate.admit(*P, o)
-    assert gate.limit({P: 14, ("feedback", 0): 3, ("other", 1): 7}) == {P: 12, ("other", 1): 7}
+    assert gate.committable(*P) == 10  # the position itself until a record is finished
+    assert gate.committable("feedback", 0) is None  # not positioned: nothing to commit
+    assert gate.admit(*P, 10) is Verdict.NEXT
+    assert gate.committable(*P) == 10  # admitted, still being processed
+    gate.finish(*P, 10)
+    assert gate.committable(*P) == 11
+    assert gate.admit(*P, 13) is Verdict.GAP  # 11 and 12 missing: 13 is not finished
+    gate.finish(*P, 13)  # (a caller bug) a record not admitted does not move it
+    assert gate.committable(*P) == 11
+
+
+def test_a_given_up_hole_moves_the_commit_offset_past_it_once_the_record_after_it_is_finished() -> None:
+    gate = positioned(10, reseek_after_s=0.0, accept_after_seeks=2)
+    assert gate.admit(*P, 15) is Verdict.GAP
+    assert gate.seek_due(*P, now_s=1.0) == 10
+    assert gate.admit(*P, 15) is Verdict.SKIPPED_TO
+    gate.finish(*P, 15)
+    assert gate.committable(*P) == 16
 
 
 def test_random_deliveries_process_every_offset_in_order_without_holes() -> None:
@@ -158,6 +173,7 @@ def test_random_deliveries_process_every_offset_in_order_without_holes() -> None
             verdict = gate.admit(*P, cursor)
             if verdict is Verdict.NEXT:
                 processed.append(cursor)
+                gate.finish(*P, cursor)
                 cursor += 1
             elif verdict is Verdict.GAP:
                 target = gate.seek_due(*P, now_s=now)
@@ -168,7 +184,7 @@ def test_random_deliveries_process_every_offset_in_order_without_holes() -> None
             else:
                 cursor += 1
             if rng.random() < 0.2:
-                committed = gate.limit({P: cursor})[P]
+                committed = gate.committable(*P) or 0
                 assert committed <= (processed[-1] + 1 if processed else 0)
         assert set(processed) >= set(range(n))
         for a, b in itertools.pairwise(processed):
