@@ -60,7 +60,7 @@ class GatedConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         try:
             await super().on_partitions_revoked(revoked)
         finally:
-            # After the revocation's own commit (still limited by the gate), not before it.
+            # After the revocation's own commit (at the gate's offsets), not before it.
             gate = self.gate
             if gate is not None:
                 gate.forget((tp.topic, tp.partition) for tp in revoked)

@@ -62,15 +62,11 @@ class Verdict(StrEnum):
 
 @dataclass(slots=True)
 class _Position:
-    expected: int
+    expected: int  # the next offset to process
+    done: int  # the offset after the last record finished (the position, until one is)
     seeks: int = 0  # seeks made for this expected offset
     last_seek_s: float = -math.inf
     seeking: bool = False  # a seek is under way: the consumer hands over nothing but `expected`
-    done: int = -1  # the offset after the last record finished (the position, until one is)
-
-    def __post_init__(self) -> None:
-        if self.done < 0:
-            self.done = self.expected
 
 
 class OffsetGate:
@@ -132,7 +128,7 @@ class OffsetGate:
             if part[0] in self.topics:
                 if offset < 0:
                     raise ValueError(f"{part[0]}:{part[1]}: offset must be >= 0, got {offset}")
-                self._positions[part] = _Position(offset, seeks=1, last_seek_s=now_s, seeking=True)
+                self._positions[part] = _Position(offset, offset, seeks=1, last_seek_s=now_s, seeking=True)
                 self._early_since.pop(part, None)
 
     def forget(self, parts: Iterable[Part]) -> None:
