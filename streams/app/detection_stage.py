@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -187,6 +187,11 @@ class DetectionStage:
             eng.advance(now)
             self._drain(eng)
         self.flush_writes()
+
+    def on_committed(self, offsets: Mapping[str, int]) -> None:
+        """Offsets faust committed (``topic:partition`` -> next offset): engines prune label-pair guards."""
+        for eng in self.engines.values():
+            eng.committed(offsets)
 
     def flush_writes(self) -> None:
         for p, eng in list(self.engines.items()):

@@ -195,6 +195,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
     detection = _detection(app, settings, stage, table, registry, router)
     if settings.detection.enabled:
         ingest.outcome_listeners.append(detection.on_outcome)
+        on_committed(app, detection.on_committed)
     alerting = _alerting(app, settings, stage, detection, table)
     dl = Driftline(app, settings, registry, metrics, router, ingest, flow, stage, detection,
                    detection.profiles, table, alerting)

@@ -15,7 +15,7 @@ a replay after a crash neither double counts nor re-detects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -59,6 +59,7 @@ class DetectionEngine:
         self.inputs: dict[str, InputMonitor] = {}
         self.silence = SilenceTracker(silence_after_ms=cfg.ops.silence_after_ms)
         self._dirty: dict[tuple[Any, ...], Any] = {}  # cell key -> monitor, JSON data, or None (delete)
+        self._committed: dict[str, int] = {}  # source -> committed offset (next to read)
         self._signals: list[dict[str, Any]] = []
         self._profiles: list[tuple[str, str, ReferenceProfile, bytes]] = []
         self._errors: list[tuple[str, str]] = []
@@ -199,6 +200,16 @@ class DetectionEngine:
         out, self._profiles = self._profiles, []
         return out
 
+    def committed(self, offsets: Mapping[str, int]) -> None:
+        """Offsets committed per source (``topic:partition``, the next to read).
+
+        The concept monitors written from now on forget the label pairs a replay
+        can no longer bring back (:meth:`PairGuard.prune`).
+        """
+        for source, offset in offsets.items():
+            if offset > self._committed.get(source, -1):
+                self._committed[source] = offset
+
     def take_writes(self) -> list[Cell]:
         writes: list[Cell] = []
         for key, mon in self._dirty.items():
@@ -206,6 +217,8 @@ class DetectionEngine:
             if mon is None:
                 writes.append((k, None))
                 continue
+            if isinstance(mon, ConceptMonitor) and self._committed:
+                mon.guard.prune(self._committed)
             state = mon if isinstance(mon, dict | str) else mon.to_json()
             writes.append((k, orjson.dumps(state)))
         self._dirty.clear()

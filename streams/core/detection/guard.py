@@ -63,9 +63,10 @@ class PairGuard:
     the position of the newest label record folded in; each topic partition is
     read in order, so one position per pair is the whole guard.
 
-    It keeps the ``capacity`` most recently touched pairs: a pair comes back
-    only while one of its records is not yet committed (about a second of
-    input), so an entry idle for thousands of pairs is never asked again.
+    A pair comes back only while one of its records is not yet committed (about
+    a second of input): :meth:`prune` forgets the others, given the committed
+    offsets. It also keeps at most the ``capacity`` most recently touched pairs,
+    a bound on memory should commits stall.
 
     >>> g = PairGuard(capacity=2)
     >>> g.take("p:0:7:0", "f:0:3:0"), g.take("p:0:7:0", "f:0:3:0"), g.take("p:0:7:0", "f:0:2:0")
@@ -76,7 +77,7 @@ class PairGuard:
 
     __slots__ = ("_seen", "capacity")
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 16384) -> None:
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")
         self.capacity = capacity
@@ -98,6 +99,23 @@ class PairGuard:
             self._seen.popitem(last=False)
         return True
 
+    def prune(self, committed: Mapping[str, int]) -> None:
+        """Forget the pairs neither of whose records a replay can bring back.
+
+        ``committed`` maps a source to its committed offset (the next to read); as
+        in :meth:`streams.core.pane.PaneState.prune_pairs`, a record counts as done
+        only below ``committed - 1``.
+
+        >>> g = PairGuard()
+        >>> g.take("pred:0:7:0", "fb:0:3:0"), g.take("pred:0:9:0", "fb:0:3:0")
+        (True, True)
+        >>> g.prune({"pred:0": 9, "fb:0": 5}); g.to_json()
+        [['fb:0', 'pred:0:9:0', 3, 0]]
+        """
+        for key in [k for k, pos in self._seen.items()
+                    if pos[0] < committed.get(k[0], 0) - 1 and _done(k[1], committed)]:
+            del self._seen[key]
+
     def fresh(self, matches: Iterable[Match]) -> list[Match]:
         """The matches whose pair was not folded yet (and marks those pairs)."""
         verdict: dict[tuple[str, str], bool] = {}
@@ -115,7 +133,7 @@ class PairGuard:
         return [[src, cid, off, idx] for (src, cid), (off, idx) in self._seen.items()]
 
     @classmethod
-    def from_json(cls, raw: Any, capacity: int = 4096) -> PairGuard:
+    def from_json(cls, raw: Any, capacity: int = 16384) -> PairGuard:
         g = cls(capacity)
         if not isinstance(raw, list):
             raise ValueError("pairs: expected a list of [label source, prediction record, offset, index]")
@@ -124,3 +142,8 @@ class PairGuard:
                 raise ValueError(f"pairs: malformed entry {item!r}")
             g._seen[(str(item[0]), str(item[1]))] = (item[2], item[3])
         return g
+
+
+def _done(record_id: str, committed: Mapping[str, int]) -> bool:
+    source, offset, _ = record_position(record_id)
+    return offset < committed.get(source, 0) - 1

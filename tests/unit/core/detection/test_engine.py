@@ -201,6 +201,25 @@ def test_a_replay_changes_nothing_and_signals_nothing() -> None:
     assert len(p.signals) == n
 
 
+def test_commits_prune_the_concept_pair_guard_and_a_replay_above_them_still_counts_nothing() -> None:
+    records = story(seed=1, batches=24, shift_at=12)
+    plain, pruned = Pipeline(), Pipeline()
+    plain.feed(records)
+    for off in range(len(records)):  # a commit after every record, three records behind
+        pruned.feed(records[: off + 1], start=off)
+        pruned.det.committed({"predictions:0": off - 2, "feedback:0": off - 2})
+
+    def pairs(p: Pipeline) -> int:
+        return sum(len(v["pairs"]) for k, v in p.state().items() if k.startswith(b'["d:concept"'))
+
+    assert [s["signal_id"] for s in pruned.signals] == [s["signal_id"] for s in plain.signals]
+    assert pairs(plain) >= 5 * pairs(pruned) > 0, (pairs(plain), pairs(pruned))  # 24 against 3
+    before, n = pruned.state(), len(pruned.signals)
+    pruned.feed(records[-3:], start=len(records) - 3)  # replayed from the last commit
+    assert pruned.state() == before
+    assert len(pruned.signals) == n
+
+
 @pytest.mark.parametrize("cut", [7, 40, 61, 95])
 def test_restore_from_cells_continues_exactly_like_an_uninterrupted_run(cut: int) -> None:
     records = story(seed=2, batches=40, shift_at=20)
