@@ -306,12 +306,8 @@ def _wire(dl: Driftline) -> None:
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def reseek() -> None:  # a seek that brought nothing back, at the end of a partition
         for (topic, partition), target in gate.overdue(time.monotonic(), end_offset):
-            log.info("ingest: %s:%d still misses offset %d; seeking back to it again",
-                        topic, partition, target)
-            try:
-                await app.consumer.seek(TP(topic, partition), target)
-            except Exception as exc:  # revoked meanwhile: its next owner starts from the commit
-                log.warning("ingest: seek of %s:%d failed: %r", topic, partition, exc)
+            log.info("ingest: %s:%d still misses offset %d; seeking back to it", topic, partition, target)
+            await _seek(app, TP(topic, partition), target)
 
     @app.agent(source, name="ingest")
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
@@ -369,11 +365,26 @@ async def _out_of_order(app: faust.App, gate: OffsetGate, msg: Any, verdict: Ver
     if verdict is Verdict.GAP:
         target = gate.seek_due(msg.topic, msg.partition, time.monotonic())
         if target is not None:
-            log.info("ingest: %s:%d offset %d read where %d was expected; seeking back to %d",
-                        msg.topic, msg.partition, msg.offset, target, target)
-            await app.consumer.seek(msg.tp, target)
+            log.info("ingest: %s:%d offset %d read where %d was expected; seeking back to it",
+                     msg.topic, msg.partition, msg.offset, target)
+            await _seek(app, msg.tp, target)
     elif verdict is Verdict.EARLY and gate.reposition_due(msg.topic, msg.partition, time.monotonic()):
         log.warning("ingest: %s:%d is still not positioned since its assignment; "
                     "seeking to the committed offsets", msg.topic, msg.partition)
-        await app.consumer.perform_seek()
+        await _seek(app, None, None)
     return False
+
+
+async def _seek(app: faust.App, tp: TP | None, offset: int | None) -> None:
+    """Seek one partition (or all, to their committed offsets); a failure is logged, not raised.
+
+    The partition may have been revoked meanwhile: its next owner starts from the commit,
+    and the agent must not die over it.
+    """
+    try:
+        if tp is None or offset is None:
+            await app.consumer.perform_seek()
+        else:
+            await app.consumer.seek(tp, offset)
+    except Exception as exc:
+        log.warning("ingest: seek of %s to %s failed: %r", tp or "all partitions", offset, exc)
