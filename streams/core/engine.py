@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 
 from streams.core.batches import FeedbackBatch, PredictionBatch
-from streams.core.join import Chunk, JoinBudget, LabelJoin, Match, Orphan, record_id
+from streams.core.join import Chunk, Committed, JoinBudget, LabelJoin, Match, Orphan, record_id
 from streams.core.metrics_config import EngineConfig, ModelConfig
 from streams.core.outcomes import fold_matches
 from streams.core.pane import PaneState
@@ -91,7 +91,7 @@ class MetricsEngine:
         # not grow with the number of models (an evicted chunk is persisted at the next advance).
         self.join_budget = JoinBudget(cfg.max_pending_labels)
         self._writes: dict[bytes, Any] = {}
-        self._committed: dict[str, int] = {}  # see committed()
+        self._committed = Committed()  # see committed()
         self._snapshots: list[dict[str, Any]] = []
         self._revised: dict[tuple[SeriesKey, str, int], ClosedWindow] = {}
         # The record being folded: which cells may take it (decided once per cell), and what it touched.
@@ -309,9 +309,7 @@ class MetricsEngine:
         cells written from now on forget the pairs they cover: a busy pane
         keeps the pairs of about one commit interval, not of its whole minute.
         """
-        for source, offset in offsets.items():
-            if offset > self._committed.get(source, -1):
-                self._committed[source] = offset
+        self._committed.advance(offsets)
 
     def _prune(self, cell: Any) -> None:
         if not self._committed:

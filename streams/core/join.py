@@ -44,6 +44,34 @@ def record_position(record: str) -> tuple[str, int, int]:
     return source, int(offset), int(index)
 
 
+class Committed(dict[str, int]):
+    """Committed offsets per source (``topic:partition`` -> the next offset to read), only rising.
+
+    What a replay can no longer bring back: a record counts as done below
+    ``committed - 1`` (Kafka's next-offset convention is not relied on to the
+    last record). The label-pair guards of panes and of concept drift forget
+    pairs whose two records are both done.
+
+    >>> c = Committed(); c.advance({"p:0": 9}); c.advance({"p:0": 4}); c
+    {'p:0': 9}
+    >>> c.done("p:0", 7), c.done("p:0", 8), c.done("f:0", 0), c.record_done("p:0:7:1")
+    (True, False, False, True)
+    """
+
+    def advance(self, offsets: Mapping[str, int]) -> None:
+        for source, offset in offsets.items():
+            if offset > self.get(source, -1):
+                self[source] = offset
+
+    def done(self, source: str, offset: int) -> bool:
+        return offset < self.get(source, 0) - 1
+
+    def record_done(self, record: str) -> bool:
+        """:meth:`done` for a :func:`record_id`."""
+        source, offset, _ = record_position(record)
+        return self.done(source, offset)
+
+
 @dataclass(slots=True)
 class Chunk:
     """Predictions of one source batch, kept for joining."""

@@ -32,7 +32,7 @@ import numpy as np
 
 from streams.core.batches import top_class
 from streams.core.features import FeatureStats
-from streams.core.join import record_position
+from streams.core.join import Committed, record_position
 from streams.core.labels import ClassificationMetrics, RegressionMetrics
 from streams.core.sketch import DDSketch
 
@@ -167,26 +167,19 @@ class PaneState:
         seen[chunk_id] = pos
         return True
 
-    def prune_pairs(self, committed: Mapping[str, int]) -> None:
+    def prune_pairs(self, committed: Committed) -> None:
         """Forget the pairs neither of whose records a replay can bring back.
-
-        ``committed`` maps a source to its committed offset (the next to
-        read). Kafka's convention is not relied on to the last record: a
-        record counts as done below ``committed - 1``.
 
         >>> p = PaneState()
         >>> p.take_pair("pred:0:7:0", "fb:0:3:0"), p.take_pair("pred:0:9:0", "fb:0:3:0")
         (True, True)
-        >>> p.prune_pairs({"pred:0": 9, "fb:0": 5}); p.label_pairs
+        >>> p.prune_pairs(Committed({"pred:0": 9, "fb:0": 5})); p.label_pairs
         {'fb:0': {'pred:0:9:0': [3, 0]}}
         """
         for source, seen in list(self.label_pairs.items()):
-            label_done = committed.get(source, 0) - 1
             for chunk_id, pos in list(seen.items()):
-                if pos[0] < label_done:
-                    chunk_source, offset, _ = record_position(chunk_id)
-                    if offset < committed.get(chunk_source, 0) - 1:
-                        del seen[chunk_id]
+                if committed.done(source, pos[0]) and committed.record_done(chunk_id):
+                    del seen[chunk_id]
             if not seen:
                 del self.label_pairs[source]
 

@@ -29,7 +29,7 @@ from streams.core.detection.inputs import InputCounts, InputMonitor
 from streams.core.detection.serving import LatencyMonitor
 from streams.core.detection.signals import condition_signal, make_signal
 from streams.core.drift.profile import ReferenceProfile
-from streams.core.join import Match
+from streams.core.join import Committed, Match
 from streams.core.ops.silence import SilenceTracker
 from streams.core.outcomes import TaskConfig
 
@@ -59,7 +59,7 @@ class DetectionEngine:
         self.inputs: dict[str, InputMonitor] = {}
         self.silence = SilenceTracker(silence_after_ms=cfg.ops.silence_after_ms)
         self._dirty: dict[tuple[Any, ...], Any] = {}  # cell key -> monitor, JSON data, or None (delete)
-        self._committed: dict[str, int] = {}  # source -> committed offset (next to read)
+        self._committed = Committed()  # see committed()
         self._signals: list[dict[str, Any]] = []
         self._profiles: list[tuple[str, str, ReferenceProfile, bytes]] = []
         self._errors: list[tuple[str, str]] = []
@@ -206,9 +206,7 @@ class DetectionEngine:
         The concept monitors written from now on forget the label pairs a replay
         can no longer bring back (:meth:`PairGuard.prune`).
         """
-        for source, offset in offsets.items():
-            if offset > self._committed.get(source, -1):
-                self._committed[source] = offset
+        self._committed.advance(offsets)
 
     def take_writes(self) -> list[Cell]:
         writes: list[Cell] = []

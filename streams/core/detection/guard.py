@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from streams.core.join import Match, record_position
+from streams.core.join import Committed, Match, record_position
 
 
 class OffsetGuard:
@@ -99,21 +99,17 @@ class PairGuard:
             self._seen.popitem(last=False)
         return True
 
-    def prune(self, committed: Mapping[str, int]) -> None:
+    def prune(self, committed: Committed) -> None:
         """Forget the pairs neither of whose records a replay can bring back.
-
-        ``committed`` maps a source to its committed offset (the next to read); as
-        in :meth:`streams.core.pane.PaneState.prune_pairs`, a record counts as done
-        only below ``committed - 1``.
 
         >>> g = PairGuard()
         >>> g.take("pred:0:7:0", "fb:0:3:0"), g.take("pred:0:9:0", "fb:0:3:0")
         (True, True)
-        >>> g.prune({"pred:0": 9, "fb:0": 5}); g.to_json()
+        >>> g.prune(Committed({"pred:0": 9, "fb:0": 5})); g.to_json()
         [['fb:0', 'pred:0:9:0', 3, 0]]
         """
-        for key in [k for k, pos in self._seen.items()
-                    if pos[0] < committed.get(k[0], 0) - 1 and _done(k[1], committed)]:
+        for key in [(source, chunk_id) for (source, chunk_id), pos in self._seen.items()
+                    if committed.done(source, pos[0]) and committed.record_done(chunk_id)]:
             del self._seen[key]
 
     def fresh(self, matches: Iterable[Match]) -> list[Match]:
@@ -142,8 +138,3 @@ class PairGuard:
                 raise ValueError(f"pairs: malformed entry {item!r}")
             g._seen[(str(item[0]), str(item[1]))] = (item[2], item[3])
         return g
-
-
-def _done(record_id: str, committed: Mapping[str, int]) -> bool:
-    source, offset, _ = record_position(record_id)
-    return offset < committed.get(source, 0) - 1
