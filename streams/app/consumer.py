@@ -3,9 +3,10 @@
 Four changes, all serving :class:`~streams.app.order.OffsetGate` (whose
 docstring explains the faust and aiokafka behaviours they work around):
 
-- ``seek_to_committed`` also seeks the watched partitions that have no committed
-  offset (or 0) to their earliest offset. Then it positions the gate there.
-  aiokafka leaves such partitions wherever an earlier fetch moved them.
+- ``seek_to_committed`` positions the gate at the committed offsets (the earliest
+  ones where none is committed, or 0), then seeks the watched partitions there
+  again: aiokafka leaves a partition with no committed offset wherever an earlier
+  fetch moved it, and records fetched before the gate was positioned were dropped.
 - a revoked partition is forgotten by the gate until it is positioned again;
 - a watched partition is committed where the gate says the agent finished, in
   order. faust's acknowledged offsets are not used there: its commit lets a
@@ -50,10 +51,13 @@ class GatedConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
         earliest = await self.earliest_offsets(*unset) if unset else {}
         starts = start_offsets({part: committed[tp] for part, tp in watched.items()},
                                {(tp.topic, tp.partition): off for tp, off in earliest.items()})
-        for tp in unset:
-            committed[tp] = starts[(tp.topic, tp.partition)]
-            await self.seek(tp, committed[tp])
         gate.restart(starts, time.monotonic())
+        # Seek every watched partition again, now that the gate is positioned: aiokafka seeks
+        # only where something is committed, and what was fetched since its seek reached the
+        # agent while the partition was still early, and was dropped there.
+        for part, tp in watched.items():
+            committed[tp] = starts[part]
+            await self.seek(tp, starts[part])
         return committed
 
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
