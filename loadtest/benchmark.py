@@ -1329,6 +1329,18 @@ def model_rate(args: argparse.Namespace) -> float:
     return float(TARGET_EVENTS_PER_S / args.models)
 
 
+def auto_rate(closed_results: Path) -> float:
+    """80 % of (c) from the last closed-loop run; exits naming what is missing if there is none."""
+    try:
+        c = json.loads(closed_results.read_text())["events_per_s"]["c_full"]["median"]
+    except (OSError, ValueError, KeyError, TypeError):
+        c = math.nan
+    if not isinstance(c, int | float) or not math.isfinite(c) or c <= 0:
+        raise SystemExit(f"--open-loop auto: no closed-loop (c) median in {closed_results}; run the "
+                         "closed loop first (loadtest/benchmark.py, with --repeats 1 or more)")
+    return 0.8 * float(c)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1381,11 +1393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.chdir(ROOT)  # the worker and the broker use paths relative to the repository
     rate = 0.0
     if args.open_loop:
-        if args.open_loop == "auto":
-            prev = json.loads((out / "benchmark.json").read_text())
-            rate = 0.8 * prev["events_per_s"]["c_full"]["median"]
-        else:
-            rate = float(args.open_loop)
+        rate = auto_rate(out / "benchmark.json") if args.open_loop == "auto" else float(args.open_loop)
     with bench_broker(args.keep_broker) as bootstrap:
         if args.open_loop:
             res = run_open_loop(args, bootstrap, out, rate)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from loadtest.benchmark import (
     PROBE_EVENTS,
     ProbeTracker,
     Traffic,
+    auto_rate,
     classify_stack,
     cpu_rate,
     events_in_of,
@@ -236,3 +239,19 @@ def test_open_loop_result_from_samples() -> None:
     assert res["produced_events_per_s"] == pytest.approx(1000.0)
     assert res["probes"] == [{"sent_s": 10.0, "model": "probe-0", "latency_s": pytest.approx(0.4)}]
     assert math.isnan(res["event_to_alert_second_half"]["p99_s"])  # no probe sent after 120 s
+
+
+@pytest.mark.parametrize("content", [None, "{", '{"events_per_s": {}}',
+                                     '{"events_per_s": {"c_full": {"median": NaN}}}'])
+def test_auto_rate_refuses_a_missing_or_empty_closed_loop_result(tmp_path: Path, content: str | None) -> None:
+    path = tmp_path / "benchmark.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit, match="run the closed loop first"):
+        auto_rate(path)
+
+
+def test_auto_rate_is_80_percent_of_the_closed_loop_median(tmp_path: Path) -> None:
+    path = tmp_path / "benchmark.json"
+    path.write_text(json.dumps({"events_per_s": {"c_full": {"median": 50_000.0}}}))
+    assert auto_rate(path) == pytest.approx(40_000.0)
