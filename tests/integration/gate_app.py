@@ -22,8 +22,10 @@ def main(bootstrap: str, topic: str, out: str, hole_at: int, back_to: int, last:
     from streams.app.consumer import GatedConsumer, use_gate
     from streams.app.order import OffsetGate, Verdict
 
-    app = faust.App(f"gate-{uuid.uuid4().hex[:8]}", broker=f"kafka://{bootstrap}", web_enabled=False,
-                    consumer_auto_offset_reset="earliest", topic_allow_declare=False)
+    name = f"gate-{uuid.uuid4().hex[:8]}"
+    app = faust.App(name, broker=f"kafka://{bootstrap}", web_enabled=False,
+                    consumer_auto_offset_reset="earliest", topic_allow_declare=False,
+                    datadir=os.path.join(os.path.dirname(os.path.abspath(out)), f"{name}-data"))
     app.transport.Consumer = GatedConsumer  # type: ignore[misc]
     gate = OffsetGate(frozenset({topic}))
     use_gate(app, gate)
