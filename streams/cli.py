@@ -72,6 +72,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
     from streams.app.factory import create_app
+    from streams.app.heap import FreezeAfterFullCollections
     from streams.broker.admin import create_topics
 
     s = _settings(args)
@@ -81,6 +82,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         dl.follow_profiles()
     if s.alert_rules:
         dl.follow_control()
+    FreezeAfterFullCollections().install()
     worker = faust.Worker(dl.app, loglevel=s.log_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
