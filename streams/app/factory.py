@@ -307,7 +307,7 @@ def _wire(dl: Driftline) -> None:
     async def reseek() -> None:  # a seek that brought nothing back, at the end of a partition
         for (topic, partition), target in gate.overdue(time.monotonic(), end_offset):
             log.info("ingest: %s:%d still misses offset %d; seeking back to it", topic, partition, target)
-            await _seek(app, TP(topic, partition), target)
+            await _seek(app, (TP(topic, partition), target))
 
     @app.agent(source, name="ingest")
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
@@ -367,24 +367,24 @@ async def _out_of_order(app: faust.App, gate: OffsetGate, msg: Any, verdict: Ver
         if target is not None:
             log.info("ingest: %s:%d offset %d read where %d was expected; seeking back to it",
                      msg.topic, msg.partition, msg.offset, target)
-            await _seek(app, msg.tp, target)
+            await _seek(app, (msg.tp, target))
     elif verdict is Verdict.EARLY and gate.reposition_due(msg.topic, msg.partition, time.monotonic()):
         log.warning("ingest: %s:%d is still not positioned since its assignment; "
                     "seeking to the committed offsets", msg.topic, msg.partition)
-        await _seek(app, None, None)
+        await _seek(app, None)
     return False
 
 
-async def _seek(app: faust.App, tp: TP | None, offset: int | None) -> None:
-    """Seek one partition (or all, to their committed offsets); a failure is logged, not raised.
+async def _seek(app: faust.App, target: tuple[TP, int] | None) -> None:
+    """Seek (partition, offset), or all partitions to their commits (None); log a failure, do not raise.
 
     The partition may have been revoked meanwhile: its next owner starts from the commit,
     and the agent must not die over it.
     """
     try:
-        if tp is None or offset is None:
+        if target is None:
             await app.consumer.perform_seek()
         else:
-            await app.consumer.seek(tp, offset)
+            await app.consumer.seek(*target)
     except Exception as exc:
-        log.warning("ingest: seek of %s to %s failed: %r", tp or "all partitions", offset, exc)
+        log.warning("ingest: seek of %s failed: %r", target or "all partitions to their commits", exc)
