@@ -59,6 +59,7 @@ models:
         ("detection: {data: {window_events: 0}}", "detection.data.window_events"),
         ("detection: {data: {window_events: 2.5}}", "detection.data.window_events"),
         ("detection: {data: {alpha: 2}}", "detection.data.alpha"),
+        ("detection: {data: {window_jitter: 2}}", "detection.data.window_jitter"),
         ("detection: {data: {correction: bonferroni}}", "detection.data.correction"),
         ("detection: {data: {window: soon}}", "detection.data.window"),
         ("detection: {anomaly: {threshold: 1.5}}", "detection.anomaly.threshold"),

@@ -73,9 +73,15 @@ class DataConfig:
     # cost stays bounded under high volume while their power does not need more (two minutes of a
     # window at this rate is far beyond what KS or chi-squared need for PSI 0.05). 0: every event.
     max_events_per_s: int = 2_000
+    # Each window's thresholds (window_events, window_ms) are stretched by a factor in
+    # [1, 1 + window_jitter), hashed from model, version and window number: models whose traffic
+    # started together would otherwise close their windows (tests, domain classifier) together.
+    window_jitter: float = 0.5
 
     def __post_init__(self) -> None:
         _positive(self, "window_events", "chunk_events", "max_window_events")
+        if not 0.0 <= self.window_jitter <= 1.0:
+            raise ValueError(f"window_jitter: must be in [0, 1], got {self.window_jitter}")
         if self.max_events_per_s < 0:
             raise ValueError(f"max_events_per_s: must not be negative, got {self.max_events_per_s}")
         if self.window_ms < 0:
