@@ -42,7 +42,9 @@ metrics:
 models:
   fraud: {task: classification}
 detection:
-  data: {window_events: 2000, window: 0s, chunk_events: 250}
+  # Windows of exactly 2,000 events: the stories below put the shift on a window boundary.
+  # (The jitter that spreads windows across models: tests/unit/core/detection/test_data_windows.py.)
+  data: {window_events: 2000, window: 0s, chunk_events: 250, window_jitter: 0}
   ops: {silence_after: 4s}
 """
 

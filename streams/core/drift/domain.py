@@ -67,7 +67,6 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize, special, stats
 
-from streams.core.columns import TEXT_TYPES
 from streams.core.drift.profile import category_label, numeric_column
 
 __all__ = ["DomainResult", "domain_auc"]
@@ -119,26 +118,22 @@ def _decode(
     out: list[_Column] = []
     for name in sorted(set(ref_rows) & set(cur_rows)):
         col = [*ref_rows[name], *cur_rows[name]]
-        types = frozenset(map(type, col))
-        x, other = numeric_column(col, types)
+        x, other = numeric_column(col)
         if other is None:
             present = np.isfinite(x)
             if present.any():
                 out.append(_Column(name, x, None, ~present))
             continue
-        if types <= TEXT_TYPES:  # strings are their own labels: no call per value
-            labels: list[str | None] = col
-        else:
-            try:
-                labels = [category_label(v) for v in col]
-            except ValueError as exc:
-                raise ValueError(f"rows[{name!r}]: {exc}") from None
-        # codes in order of first appearance, mapped in C (a dict lookup per value, no Python loop)
-        index: dict[str | None, int] = {
-            lab: i for i, lab in enumerate(lab for lab in dict.fromkeys(labels) if lab is not None)
-        }
-        index[None] = -1
-        codes = np.fromiter(map(index.__getitem__, labels), dtype=np.intp, count=len(col))
+        try:
+            labels = [category_label(v) for v in col]
+        except ValueError as exc:
+            raise ValueError(f"rows[{name!r}]: {exc}") from None
+        index: dict[str, int] = {}
+        codes = np.fromiter(
+            (-1 if lab is None else index.setdefault(lab, len(index)) for lab in labels),
+            dtype=np.intp,
+            count=len(col),
+        )
         out.append(_Column(name, None, codes, codes < 0))
     return out
 
