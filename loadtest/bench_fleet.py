@@ -157,7 +157,7 @@ def simulate(models: int, duration_s: int, slice_s: int, label_delay_s: int,
             total = windows_closed(dl)
             cur.closes, closed = total - closed, total
             run.slices.append(cur.row(slice_s))
-            cur.end_s, cur.cpu_s, cur.writes, cur.write_bytes = second + 1 + slice_s, 0.0, 0, 0
+            cur = Slice(second + 1 + slice_s)
     run.wall_s = time.perf_counter() - started
     return run
 

@@ -58,10 +58,14 @@ PREDICTION = "__prediction__"
 Found = tuple[str, ReferenceProfile] | None
 
 
+def _hash64(text: str) -> int:
+    """A stable 64-bit hash of ``text`` (``hash()`` of a str changes between processes)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
 def rows_seed(source: str, offset: int, batch_index: int) -> int:
     """A 53-bit seed from a batch's position: a replay samples the same rows."""
-    digest = hashlib.blake2b(f"{source}:{offset}:{batch_index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 11
+    return _hash64(f"{source}:{offset}:{batch_index}") >> 11
 
 
 #: Event time a window must span before its own rate sets the sampling share: a model that
@@ -200,9 +204,8 @@ class DataMonitor:
         """
         if not self.cfg.window_jitter:
             return 1.0
-        key = f"{self.model}\0{self.version}\0{self.windows}".encode()
-        digest = hashlib.blake2b(key, digest_size=8).digest()
-        return 1.0 + self.cfg.window_jitter * (int.from_bytes(digest, "little") / 2.0**64)
+        unit = _hash64(f"{self.model}\0{self.version}\0{self.windows}") / 2.0**64
+        return 1.0 + self.cfg.window_jitter * unit
 
     def _sample(
         self, batch: PredictionBatch, preds: list[Any] | None, pos: tuple[Any, ...]
