@@ -128,6 +128,10 @@ class Settings:
     partitions: int = 4
     replication_factor: int = 1
     max_record_bytes: int = 4 * 1024 * 1024
+    #: The most input records the worker folds as one group (1: record by record); see streams.core.grouping.
+    coalesce_records: int = 64
+    #: The longest the worker waits to fill a group before it folds what it has.
+    coalesce_wait_ms: int = 50
     kafka_version: str = "4.3.1"
     kafka_cache_dir: str = str(Path.home() / ".cache" / "driftline" / "kafka")
     local_broker_dir: str = ".driftline/kafka"
@@ -169,6 +173,8 @@ _BOUNDS = {
     "partitions": (1, 10_000),
     "replication_factor": (1, 32),
     "max_record_bytes": (1024, 64 * 1024 * 1024),
+    "coalesce_records": (1, 10_000),
+    "coalesce_wait_ms": (1, 10_000),
     "local_broker_port": (1, 65535),
     "local_controller_port": (1, 65535),
 }

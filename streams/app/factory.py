@@ -13,6 +13,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streams.app.alerting_stage import AlertingStage, LockedSilences
+from streams.app.coalesce import Coalescer
 from streams.app.consumer import GatedConsumer, use_gate
 from streams.app.detection_stage import DetectionStage
 from streams.app.ingest import IngestStage, Router, wall_ms
@@ -51,6 +52,7 @@ class Driftline:
     profiles: ProfileStore
     state_table: Any
     alerting: AlertingStage
+    coalescer: Coalescer
 
     def follow_profiles(self, wait_s: float = 30.0) -> TopicFollower:
         """Start reading the profiles topic (call before the worker starts; blocks until caught up)."""
@@ -185,6 +187,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
     def emit(key: bytes, value: bytes) -> None:
         metrics_topic.send_soon(key=key, value=value)
 
+    # Group logs reach the changelog before any stage's cells (see streams.core.grouping).
+    coalescer = Coalescer(FaustTableStore(table), settings.coalesce_records)
+    on_before_flush(app, coalescer.flush_writes)
+    on_committed(app, coalescer.on_committed)
     stage = MetricsStage(settings.metrics, FaustTableStore(table), emit, MetricsExporter.create(registry))
     on_before_flush(app, stage.flush_writes)
     on_committed(app, stage.on_committed)
@@ -198,19 +204,21 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None,
         on_committed(app, detection.on_committed)
     alerting = _alerting(app, settings, stage, detection, table)
     dl = Driftline(app, settings, registry, metrics, router, ingest, flow, stage, detection,
-                   detection.profiles, table, alerting)
+                   detection.profiles, table, alerting, coalescer)
     _wire(dl)
     if live_interval_s > 0:
         _wire_live(dl, live_interval_s)
 
     @app.timer(1.0)  # type: ignore[untyped-decorator]
     async def advance_metrics() -> None:
+        coalescer.flush_writes()  # before the stages' cells
         stage.tick()
         detection.tick()
         alerting.tick()
 
     @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator,arg-type]
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        coalescer.forget({tp.partition for tp in revoked})
         stage.forget({tp.partition for tp in revoked})
         detection.forget({tp.partition for tp in revoked})
         alerting.forget({tp.partition for tp in revoked})
@@ -309,26 +317,38 @@ def _wire(dl: Driftline) -> None:
             log.info("ingest: %s:%d still misses offset %d; seeking back to it", topic, partition, target)
             await _seek(app, (TP(topic, partition), target))
 
+    coalescer = dl.coalescer
+    wait_s = s.coalesce_wait_ms / 1000
+
     @app.agent(source, name="ingest")
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            msg = event.message
-            verdict = gate.admit(msg.topic, msg.partition, msg.offset)
-            if verdict is not Verdict.NEXT:
-                offset_jumps.labels(msg.topic, verdict.value).inc()
-                if not await _out_of_order(app, gate, msg, verdict):
+        # Records are taken in groups (what the consumer has, up to coalesce_records or
+        # coalesce_wait_ms) and folded per partition as one (streams.core.grouping). The gate
+        # commits a record once finish() is called, after its group was folded: faust's own
+        # acks (after each take) do not commit the input topics.
+        async for events in stream.take_events(s.coalesce_records, wait_s):  # type: ignore[attr-defined]
+            for event in events:
+                msg = event.message
+                verdict = gate.admit(msg.topic, msg.partition, msg.offset)
+                if verdict is not Verdict.NEXT:
+                    offset_jumps.labels(msg.topic, verdict.value).inc()
+                    if not await _out_of_order(app, gate, msg, verdict):
+                        continue
+                coalescer.add(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+            for topic, partition, records in coalescer.ready():
+                group = [(r.offset, r.key, r.value) for r in records]
+                for d in ingest.process_group(topic, partition, group):
+                    flow.on_deadletter(d.reason)
+                    dl.metrics.deadletter_records.labels(d.reason).inc()
+                    await deadletter.send(key=d.key, value=d.value)
+                for r in records:
+                    gate.finish(topic, partition, r.offset)
+                try:
+                    hw = app.consumer.highwater(TP(topic, partition))
+                except Exception:
                     continue
-            for d in ingest.process(msg.topic, msg.partition, msg.offset, msg.key, msg.value):
-                flow.on_deadletter(d.reason)
-                dl.metrics.deadletter_records.labels(d.reason).inc()
-                await deadletter.send(key=d.key, value=d.value)
-            gate.finish(msg.topic, msg.partition, msg.offset)
-            try:
-                hw = app.consumer.highwater(msg.tp)
-            except Exception:
-                continue
-            if hw is not None:
-                consumer_lag.labels(msg.topic, str(msg.partition)).set(max(hw - msg.offset - 1, 0))
+                if hw is not None:
+                    consumer_lag.labels(topic, str(partition)).set(max(hw - records[-1].offset - 1, 0))
 
     registry = dl.registry
 

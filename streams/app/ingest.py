@@ -9,12 +9,12 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 
-from streams.core.batches import FeedbackBatch, PredictionBatch
+from streams.core.batches import FeedbackBatch, PredictionBatch, concat_feedback, concat_predictions
 from streams.events.codec import Decoded, Decoder, Rejected
 from streams.events.models import DeadLetterV1, TelemetryV1
 from streams.events.reasons import Reason
@@ -84,6 +84,26 @@ class Router:
             rh(pos)
 
 
+def merge(decoded: Sequence[Decoded]) -> Decoded:
+    """The valid batches of several records as one record's: one batch per model version (per model
+    for feedback), concatenated in record order; telemetry events in record order. Rejects stay with
+    their records."""
+    if len(decoded) == 1:
+        d = decoded[0]
+        return Decoded(d.predictions, d.feedback, d.telemetry)
+    preds: dict[tuple[str, str], list[PredictionBatch]] = {}
+    labels: dict[str, list[FeedbackBatch]] = {}
+    telemetry: list[TelemetryV1] = []
+    for d in decoded:
+        for pb in d.predictions:
+            preds.setdefault((pb.model, pb.model_version), []).append(pb)
+        for fb in d.feedback:
+            labels.setdefault(fb.model, []).append(fb)
+        telemetry.extend(d.telemetry)
+    return Decoded([concat_predictions(b) for b in preds.values()],
+                   [concat_feedback(b) for b in labels.values()], telemetry)
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A dead-letter record ready to send: key and encoded ``DeadLetterV1`` value."""
@@ -123,27 +143,49 @@ class IngestStage:
 
     def process(self, topic: str, partition: int, offset: int, key: bytes | None,
                 value: bytes | None) -> list[DeadLetter]:
+        """Decode and route one record; returns its dead letters."""
+        return self.process_group(topic, partition, [(offset, key, value)])
+
+    def process_group(self, topic: str, partition: int,
+                      records: Sequence[tuple[int, bytes | None, bytes | None]]) -> list[DeadLetter]:
+        """Decode consecutive records of one partition and route them as one record at the last offset.
+
+        Each record is decoded, counted and dead-lettered on its own; the valid
+        batches of one model version (of one model, for feedback) are
+        concatenated in offset order, so the stages fold the group once
+        (:mod:`streams.core.grouping`). The outcome listeners hear each record
+        at its own offset.
+        """
+        if not records:
+            raise ValueError("process_group: no records")
         m = self.metrics
-        m.records_in.labels(topic).inc()
-        m.bytes_in.labels(topic).inc(len(value or b""))
-        t0 = time.perf_counter()
-        decoded = self.decoder.decode(value)
-        m.decode_seconds.observe(time.perf_counter() - t0)
+        decoded: list[Decoded] = []
+        for _, _, value in records:
+            m.records_in.labels(topic).inc()
+            m.bytes_in.labels(topic).inc(len(value or b""))
+            t0 = time.perf_counter()
+            decoded.append(self.decoder.decode(value))
+            m.decode_seconds.observe(time.perf_counter() - t0)
         now_ms = self.wall_ms()
-        self._count(decoded, now_ms)
+        for d in decoded:
+            self._count(d, now_ms)
         try:
-            self.router.route(decoded, RecordPos(topic, partition, offset, now_ms))
+            self.router.route(merge(decoded), RecordPos(topic, partition, records[-1][0], now_ms))
         except Exception as exc:  # a stage bug must not stop ingest; the input is kept
-            decoded.rejected.append(Rejected(Reason.INTERNAL_ERROR, repr(exc)[:500], value or b""))
-        out = [dead_letter(r, topic, partition, offset, key, now_ms) for r in decoded.rejected]
-        for d in out:
-            m.events_invalid.labels(d.reason).inc()
-        pos = RecordPos(topic, partition, offset, now_ms)
-        for listener in self.outcome_listeners:
-            try:
-                listener(pos, key, decoded)
-            except Exception as exc:  # bookkeeping must not lose the record's dead letters
-                logging.getLogger(__name__).error("ingest: outcome listener failed: %r", exc)
+            for (_, _, value), d in zip(records, decoded, strict=True):
+                d.rejected.append(Rejected(Reason.INTERNAL_ERROR, repr(exc)[:500], value or b""))
+        out: list[DeadLetter] = []
+        for (offset, key, _), d in zip(records, decoded, strict=True):
+            letters = [dead_letter(r, topic, partition, offset, key, now_ms) for r in d.rejected]
+            for dl in letters:
+                m.events_invalid.labels(dl.reason).inc()
+            out.extend(letters)
+            pos = RecordPos(topic, partition, offset, now_ms)
+            for listener in self.outcome_listeners:
+                try:
+                    listener(pos, key, d)
+                except Exception as exc:  # bookkeeping must not lose the record's dead letters
+                    logging.getLogger(__name__).error("ingest: outcome listener failed: %r", exc)
         return out
 
     def _count(self, d: Decoded, now_ms: int) -> None:

@@ -66,7 +66,8 @@ class _Position:
     done: int  # the offset after the last record finished (the position, until one is)
     seeks: int = 0  # seeks made for this expected offset
     last_seek_s: float = -math.inf
-    seeking: bool = False  # a seek is under way: the consumer hands over nothing but `expected`
+    seeking: bool = False  # a seek is under way: the consumer hands over `handed` and what follows it
+    handed: int = 0  # while seeking: the next offset the consumer may hand over
 
 
 class OffsetGate:
@@ -128,7 +129,8 @@ class OffsetGate:
             if part[0] in self.topics:
                 if offset < 0:
                     raise ValueError(f"{part[0]}:{part[1]}: offset must be >= 0, got {offset}")
-                self._positions[part] = _Position(offset, offset, seeks=1, last_seek_s=now_s, seeking=True)
+                self._positions[part] = _Position(offset, offset, seeks=1, last_seek_s=now_s, seeking=True,
+                                                  handed=offset)
                 self._early_since.pop(part, None)
 
     def forget(self, parts: Iterable[Part]) -> None:
@@ -156,12 +158,20 @@ class OffsetGate:
     def fetched(self, topic: str, partition: int, offset: int, now_s: float) -> bool:
         """Whether the consumer hands a fetched record over at all.
 
-        While a seek is under way, only the expected offset is: the rest of a batch
-        fetched before the seek would otherwise move faust's read offset past the
-        records the seek asked for again, and faust would drop them as already read.
+        While a seek is under way, only the expected offset and the offsets that
+        follow it in order are: the rest of a batch fetched before the seek would
+        otherwise move faust's read offset past the records the seek asked for
+        again, and faust would drop them as already read. (An offset names one
+        record, so a copy fetched before the seek is that same record.) The agent
+        may hold records for a while before it admits them (it takes them in
+        groups), so the records after the expected one must get through before
+        the agent's admission ends the seek.
         """
         pos = self._positions.get((topic, partition))
-        if pos is None or not pos.seeking or offset == pos.expected:
+        if pos is None or not pos.seeking:
+            return True
+        if offset == pos.handed:
+            pos.handed += 1
             return True
         if now_s - pos.last_seek_s >= self.reseek_after_s:
             pos.seeking = False  # the seek's time is up: let records through to show what it did
@@ -180,6 +190,7 @@ class OffsetGate:
         pos.seeks += 1
         pos.last_seek_s = now_s
         pos.seeking = True
+        pos.handed = pos.expected
         return pos.expected
 
     def overdue(self, now_s: float, end_offset: Callable[[str, int], int | None]) -> list[tuple[Part, int]]:

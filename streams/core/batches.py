@@ -132,3 +132,93 @@ class TelemetryBatch:
 
     def __len__(self) -> int:
         return len(self.event_time_ms)
+
+
+def _concat_optional(cols: Sequence[list[Any] | None], sizes: Sequence[int]) -> list[Any] | None:
+    """Concatenate optional columns; a batch without the column contributes ``None`` per row."""
+    if all(c is None for c in cols):
+        return None
+    out: list[Any] = []
+    for col, n in zip(cols, sizes, strict=True):
+        out.extend([None] * n if col is None else col)
+    return out
+
+
+def _concat_named(
+    maps: Sequence[Mapping[str, list[Any]] | None], sizes: Sequence[int]
+) -> dict[str, list[Any]]:
+    """Concatenate name -> column maps; a name a batch lacks is ``None`` for that batch's rows."""
+    names: dict[str, None] = {}
+    for mp in maps:
+        names.update(dict.fromkeys(mp or ()))
+    return {name: _concat_optional([None if mp is None else mp.get(name) for mp in maps], sizes) or []
+            for name in names}
+
+
+def concat_predictions(batches: Sequence[PredictionBatch]) -> PredictionBatch:
+    """One batch holding the rows of ``batches`` (all of one model version), in order.
+
+    The worker coalesces the batches of consecutive records before folding
+    them (:mod:`streams.core.grouping`): the stages' cost is mostly per batch
+    (numpy calls per feature), so ten 500-event batches as one cost little
+    more than one. Columns a batch lacks (a feature, predictions, segments,
+    request ids) are ``None`` for its rows, as the codec does for rows of one
+    record.
+
+    >>> import numpy as np
+    >>> a = PredictionBatch("m", "v1", ["a"], np.array([1]), np.array([5.0]), np.array([False]),
+    ...                     {"x": [1.0]})
+    >>> b = PredictionBatch("m", "v1", ["b", "c"], np.array([2, 3]), np.array([6.0, 7.0]),
+    ...                     np.array([True, False]), {"y": ["u", "v"]}, prediction=[0, 1])
+    >>> c = concat_predictions([a, b])
+    >>> c.event_id, c.latency_ms.tolist(), dict(c.features), c.prediction
+    (['a', 'b', 'c'], [5.0, 6.0, 7.0], {'x': [1.0, None, None], 'y': [None, 'u', 'v']}, [None, 0, 1])
+    """
+    if not batches:
+        raise ValueError("concat_predictions: no batches")
+    first = batches[0]
+    if len(batches) == 1:
+        return first
+    for b in batches[1:]:
+        if (b.model, b.model_version) != (first.model, first.model_version):
+            raise ValueError(f"concat_predictions: {b.model}/{b.model_version} mixed with "
+                             f"{first.model}/{first.model_version}")
+    sizes = [len(b) for b in batches]
+    segments = [b.segment for b in batches]
+    return PredictionBatch(
+        model=first.model,
+        model_version=first.model_version,
+        event_id=[e for b in batches for e in b.event_id],
+        event_time_ms=np.concatenate([b.event_time_ms for b in batches]),
+        latency_ms=np.concatenate([b.latency_ms for b in batches]),
+        is_error=np.concatenate([b.is_error for b in batches]),
+        features=FeatureColumns(_concat_named([b.features for b in batches], sizes)),
+        prediction=_concat_optional([b.prediction for b in batches], sizes),
+        segment=None if all(s is None for s in segments) else _concat_named(segments, sizes),
+        request_id=_concat_optional([b.request_id for b in batches], sizes),
+    )
+
+
+def concat_feedback(batches: Sequence[FeedbackBatch]) -> FeedbackBatch:
+    """One batch holding the labels of ``batches`` (all of one model), in order.
+
+    >>> import numpy as np
+    >>> f = concat_feedback([FeedbackBatch("m", ["a"], [1], np.array([5])),
+    ...                      FeedbackBatch("m", ["b"], [0], np.array([6]))])
+    >>> f.event_id, f.label, f.event_time_ms.tolist()
+    (['a', 'b'], [1, 0], [5, 6])
+    """
+    if not batches:
+        raise ValueError("concat_feedback: no batches")
+    first = batches[0]
+    if len(batches) == 1:
+        return first
+    for b in batches[1:]:
+        if b.model != first.model:
+            raise ValueError(f"concat_feedback: {b.model} mixed with {first.model}")
+    return FeedbackBatch(
+        model=first.model,
+        event_id=[e for b in batches for e in b.event_id],
+        label=[v for b in batches for v in b.label],
+        event_time_ms=np.concatenate([b.event_time_ms for b in batches]),
+    )

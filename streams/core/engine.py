@@ -29,7 +29,16 @@ import numpy as np
 import orjson
 
 from streams.core.batches import FeedbackBatch, PredictionBatch
-from streams.core.join import Chunk, Committed, JoinBudget, LabelJoin, Match, Orphan, record_id
+from streams.core.join import (
+    Chunk,
+    Committed,
+    JoinBudget,
+    LabelJoin,
+    Match,
+    Orphan,
+    record_id,
+    record_position,
+)
 from streams.core.metrics_config import EngineConfig, ModelConfig
 from streams.core.outcomes import fold_matches
 from streams.core.pane import PaneState
@@ -42,6 +51,10 @@ Cell = tuple[bytes, bytes | None]
 MatchListener = Callable[[str, list[Match], str, int, int], None]  # (model, matches, source, offset, batch)
 _KINDS = frozenset({"pane", "win", "acc", "meta", "jc", "jm", "jo", "vw"})
 _JOIN_KINDS = (b"jc", b"jm", b"jo", b"vw")  # the first two letters of a key's kind, after '["'
+
+
+def _label_position(pair: tuple[tuple[str, str], list[Match]]) -> tuple[str, int, int]:
+    return record_position(pair[0][1])
 
 
 def _phase(key: bytes) -> int:
@@ -418,8 +431,15 @@ class MetricsEngine:
 
     @staticmethod
     def _fold_pairs(cell: PaneState, pairs: dict[tuple[str, str], list[Match]], mcfg: ModelConfig) -> bool:
+        """Fold each (prediction record, label record) pair the cell has not taken.
+
+        The cell's guard keeps one label position per prediction record and label
+        source, so the pairs must come in label-record order: labels read before
+        their predictions wait as orphans, and a chunk that arrives later matches
+        the orphans of several label records at once, in the chunk's row order.
+        """
         took = False
-        for (chunk_id, label_record), group in pairs.items():
+        for (chunk_id, label_record), group in sorted(pairs.items(), key=_label_position):
             if cell.take_pair(chunk_id, label_record):
                 fold_matches(cell, group, mcfg.task)
                 took = True

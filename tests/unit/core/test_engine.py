@@ -322,3 +322,19 @@ def test_bad_config_is_rejected_with_the_field_name() -> None:
         ModelConfig(challengers=("v2",))
     with pytest.raises(ValueError, match="hop"):
         WindowSpec.parse("5m/2m")
+
+
+@pytest.mark.parametrize("label_offsets", [(3, 5), (5, 3)])
+def test_labels_of_several_records_read_before_their_prediction_all_count(
+    label_offsets: tuple[int, int],
+) -> None:
+    """A chunk that arrives after the orphans of two label records takes both, whatever their row order."""
+    eng = MetricsEngine(cfg(), 0)
+    for eid, off in sorted(zip(("e0", "e1"), label_offsets, strict=True), key=lambda x: x[1]):
+        eng.on_feedback(FeedbackBatch("m", [eid], [0.5], np.array([T0 + 9_000])), "fb:0", off, now_ms=0)
+    eng.on_predictions(preds(["e0", "e1"], [T0 + 1_000, T0 + 2_000], preds_=[0.1, 0.2]), "p:0", 0, now_ms=0)
+    eng.advance(now_ms=0)
+    eng.on_predictions(preds(["x"], [T0 + 200_000]), "p:0", 1, now_ms=0)
+    eng.advance(now_ms=0)
+    got = snaps_by_key(eng.take_snapshots())
+    assert got[("v1", None, "1m", T0)]["labels"]["labelled"] == 2
