@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -46,9 +47,38 @@ class PredictionBatch:
     prediction: list[Any] | None = None
     segment: dict[str, list[str | None]] | None = None
     request_id: list[str | None] | None = None
+    #: Lengths of the records folded into this batch (:func:`concat_predictions`), else None.
+    parts: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.event_id)
+
+    def slice(self, start: int, stop: int) -> PredictionBatch:
+        """Rows ``start:stop`` as a new batch (list slices, no per-row work); ``parts`` cut to match.
+
+        >>> b = concat_predictions([prediction_rows("m", 2), prediction_rows("m", 3, start_ms=2)])
+        >>> b.parts, b.slice(1, 4).parts, b.slice(2, 5).event_id
+        ((2, 3), (1, 2), ['m-2', 'm-3', 'm-4'])
+        """
+        parts = None
+        if self.parts is not None:
+            ends = np.cumsum((0, *self.parts))
+            inner = [int(e) for e in ends if start < e < stop]
+            bounds = [start, *inner, stop]
+            parts = tuple(b - a for a, b in pairwise(bounds))
+        return PredictionBatch(
+            model=self.model,
+            model_version=self.model_version,
+            event_id=self.event_id[start:stop],
+            event_time_ms=self.event_time_ms[start:stop],
+            latency_ms=self.latency_ms[start:stop],
+            is_error=self.is_error[start:stop],
+            features=FeatureColumns({k: v[start:stop] for k, v in self.features.items()}),
+            prediction=None if self.prediction is None else self.prediction[start:stop],
+            segment=None if self.segment is None else {k: v[start:stop] for k, v in self.segment.items()},
+            request_id=None if self.request_id is None else self.request_id[start:stop],
+            parts=parts,
+        )
 
     def take(self, index: npt.NDArray[np.intp]) -> PredictionBatch:
         """Return the rows at ``index`` (in that order) as a new batch."""
@@ -196,7 +226,15 @@ def concat_predictions(batches: Sequence[PredictionBatch]) -> PredictionBatch:
         prediction=_concat_optional([b.prediction for b in batches], sizes),
         segment=None if all(s is None for s in segments) else _concat_named(segments, sizes),
         request_id=_concat_optional([b.request_id for b in batches], sizes),
+        parts=tuple(p for b in batches for p in (b.parts or (len(b),))),
     )
+
+
+def prediction_rows(model: str, n: int, start_ms: int = 0) -> PredictionBatch:
+    """``n`` error-free predictions at ``start_ms``, ``start_ms + 1``... (ids ``{model}-{ms}``)."""
+    times = np.arange(start_ms, start_ms + n, dtype=np.int64)
+    return PredictionBatch(model, "v1", [f"{model}-{t}" for t in times.tolist()], times, np.ones(n),
+                           np.zeros(n, dtype=bool))
 
 
 def concat_feedback(batches: Sequence[FeedbackBatch]) -> FeedbackBatch:

@@ -63,7 +63,7 @@ def _hash64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def rows_seed(source: str, offset: int, batch_index: int) -> int:
+def rows_seed(source: str, offset: int, batch_index: int | str) -> int:
     """A 53-bit seed from a batch's position: a replay samples the same rows."""
     return _hash64(f"{source}:{offset}:{batch_index}") >> 11
 
@@ -161,6 +161,47 @@ class DataMonitor:
         if self.profile is None:
             self._warm_up(batch, preds, out)
             return out
+        k = 0
+        while True:
+            cut = self._cut(batch)
+            piece = batch if cut is None else batch.slice(0, cut)
+            part_preds = preds if cut is None or preds is None else preds[:cut]
+            self._fold(piece, part_preds, pos if k == 0 else (source, offset, f"{batch_index}.{k}"), out)
+            if cut is None:
+                return out
+            batch, preds, k = batch.slice(cut, len(batch)), None if preds is None else preds[cut:], k + 1
+
+    def _cut(self, batch: PredictionBatch) -> int | None:
+        """Where to split a batch of several records: a window closes at a record's end, not the batch's.
+
+        The worker folds records in groups (:mod:`streams.core.grouping`); the
+        window should still close within one record of its thresholds, as when
+        records came one by one. Returns the end of the first record after which
+        the open window would close (its sampled events estimated with the
+        current sampling share), or None: fold the batch whole.
+        """
+        parts = batch.parts
+        if parts is None or len(parts) < 2:
+            return None
+        n = 0 if self.hist is None else self.hist.n
+        start_ms = int(batch.event_time_ms.min()) if self.hist is None else self.window_start_ms
+        stretch = self.window_stretch()
+        need_n = self.cfg.window_events * stretch
+        need_ms = self.cfg.window_ms * stretch
+        if n + len(batch) * self.sample_p < min(need_n, self.cfg.max_window_events):
+            return None
+        end, newest = 0, start_ms
+        for length in parts[:-1]:
+            newest = max(newest, int(batch.event_time_ms[end : end + length].max()))
+            end += length
+            n_est = n + end * self.sample_p
+            if (n_est >= need_n and newest - start_ms >= need_ms) or n_est >= self.cfg.max_window_events:
+                return end
+        return None
+
+    def _fold(self, batch: PredictionBatch, preds: list[Any] | None, pos: tuple[Any, ...],
+              out: DataOutcome) -> None:
+        """Fold rows into the open window (opening one if needed); close it once past its thresholds."""
         if self.hist is None:
             self._open_window(int(batch.event_time_ms.min()))
         assert self.hist is not None
@@ -179,7 +220,6 @@ class DataMonitor:
             n >= self.cfg.max_window_events
         ):
             self._close_window(int(batch.event_time_ms.max()), pos, out)
-        return out
 
     def window_stretch(self) -> float:
         """Factor in ``[1, 1 + window_jitter)`` on the open window's ``window_events`` and ``window_ms``.

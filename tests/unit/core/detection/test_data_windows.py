@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.core.batches import PredictionBatch
+from streams.core.batches import PredictionBatch, concat_predictions
 from streams.core.detection.config import DataConfig
 from streams.core.detection.data import DataMonitor
 from streams.core.drift.profile import ProfileBuilder, ReferenceProfile
@@ -106,3 +106,32 @@ def test_the_stretch_is_a_function_of_persisted_state() -> None:
 def test_a_jitter_outside_zero_to_one_is_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="window_jitter"):
         DataConfig(window_jitter=bad)
+
+
+def window_sizes(mon: DataMonitor, feed: list[PredictionBatch], prof: ReferenceProfile) -> list[int]:
+    """Events in each window the monitor closed (its histogram's count before the close)."""
+    sizes: list[int] = []
+    orig = mon._close_window
+
+    def close(*args: object, **kwargs: object) -> None:
+        assert mon.hist is not None
+        sizes.append(mon.hist.n)
+        orig(*args, **kwargs)  # type: ignore[arg-type]
+
+    mon._close_window = close  # type: ignore[method-assign]
+    for k, b in enumerate(feed):
+        mon.add(b, "p:0", k, 0, (prof.fingerprint, prof))
+    return sizes
+
+
+@pytest.mark.parametrize(("jitter", "group"), [(0.0, 7), (0.0, 20), (0.5, 7), (0.5, 33)])
+def test_a_group_of_records_closes_its_windows_where_the_records_one_by_one_would(jitter: float,
+                                                                                  group: int) -> None:
+    """The worker folds records in groups; a window still closes at the end of the record that fills it."""
+    cfg = DataConfig(window_events=300, window_ms=0, window_jitter=jitter, max_events_per_s=0)
+    records = [batch("m", k, 1) for k in range(140)]
+    one_by_one = window_sizes(DataMonitor(cfg, "m", "v1"), records, reference())
+    grouped = [concat_predictions(records[i : i + group]) for i in range(0, len(records), group)]
+    got = window_sizes(DataMonitor(cfg, "m", "v1"), grouped, reference())
+    assert len(one_by_one) >= 15
+    assert got == one_by_one
