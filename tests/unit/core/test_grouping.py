@@ -36,38 +36,36 @@ def test_plan_cuts_along_the_log(offsets: list[int], logged: list[tuple[int, int
     assert plan(offsets, GroupLog(list(logged)), max_records, force) == ends
 
 
+def _run(rng: random.Random, log: GroupLog, first: int, max_take: int, logging: bool
+         ) -> list[tuple[int, int]]:
+    """Offsets ``first``..59 arriving in takes of 1 to ``max_take``; the groups cut (and logged if asked)."""
+    groups: list[tuple[int, int]] = []
+    waiting: list[int] = []
+    nxt = first
+    while nxt < 60:
+        k = rng.randint(1, max_take)
+        waiting += range(nxt, min(nxt + k, 60))
+        nxt += k
+        start = 0
+        for end in plan(waiting, log, max_records=5):
+            g = (waiting[start], waiting[end - 1])
+            if logging:
+                log.add(*g)
+            groups.append(g)
+            start = end
+        del waiting[:start]
+    return groups
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_a_replay_from_any_commit_forms_the_logged_groups_whatever_arrives_when(seed: int) -> None:
     """First run: groups cut by arbitrary arrivals, logged. Replay from a commit: same groups."""
     rng = random.Random(seed)
-    log, nxt = GroupLog(), 0
-    first_run: list[tuple[int, int]] = []
-    waiting: list[int] = []
-    while nxt < 60:
-        k = rng.randint(1, 7)
-        waiting += range(nxt, min(nxt + k, 60))
-        nxt += k
-        start = 0
-        for end in plan(waiting, log, max_records=5):
-            g = waiting[start:end]
-            log.add(g[0], g[-1])
-            first_run.append((g[0], g[-1]))
-            start = end
-        del waiting[:start]
+    log = GroupLog()
+    first_run = _run(rng, log, 0, max_take=7, logging=True)
     commit = rng.choice([g[0] for g in first_run])
     log.committed(commit)
-    replayed: list[tuple[int, int]] = []
-    waiting, nxt = [], commit
-    while nxt < 60:
-        k = rng.randint(1, 9)
-        waiting += range(nxt, min(nxt + k, 60))
-        nxt += k
-        start = 0
-        for end in plan(waiting, log, max_records=5):
-            replayed.append((waiting[start], waiting[end - 1]))
-            start = end
-        del waiting[:start]
-    assert replayed == [g for g in first_run if g[0] >= commit]
+    assert _run(rng, log, commit, max_take=9, logging=False) == [g for g in first_run if g[0] >= commit]
 
 
 def test_the_log_refuses_overlaps_and_bad_json() -> None:
