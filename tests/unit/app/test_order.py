@@ -82,6 +82,15 @@ def test_while_seeking_only_the_expected_offset_is_handed_over_for_a_while() -> 
     assert gate.fetched(*P, 15, now_s=4.0)  # its time is up: the agent sees what the seek did
 
 
+def test_while_seeking_the_records_after_the_expected_one_follow_it_in_order() -> None:
+    """Records are taken in groups: those after the expected one must get through before it is admitted."""
+    gate = OffsetGate(frozenset({"predictions"}), reseek_after_s=2.0)
+    gate.restart({P: 10}, now_s=0.0)  # the restart is a seek under way
+    got = [gate.fetched(*P, o, now_s=0.5) for o in (14, 10, 11, 13, 12, 13, 11)]
+    assert got == [False, True, True, False, True, True, False]  # 10, 11, 12, 13 in order; the rest dropped
+    assert [gate.admit(*P, o) for o in (10, 11, 12, 13)] == [Verdict.NEXT] * 4
+
+
 def test_a_seek_that_brings_nothing_back_is_repeated_by_overdue() -> None:
     gate = positioned(10, reseek_after_s=2.0)
     assert gate.admit(*P, 10) is Verdict.NEXT  # the restart's seek brought 10 back
