@@ -154,7 +154,8 @@ class IngestStage:
         batches of one model version (of one model, for feedback) are
         concatenated in offset order, so the stages fold the group once
         (:mod:`streams.core.grouping`). The outcome listeners hear each record
-        at its own offset.
+        at its own offset, before the group is routed (an internal error while
+        routing is not the input's fault and is not counted against it).
         """
         if not records:
             raise ValueError("process_group: no records")
@@ -169,6 +170,15 @@ class IngestStage:
         now_ms = self.wall_ms()
         for d in decoded:
             self._count(d, now_ms)
+        # Each record's outcome (invalid input) before the group's batches: a bad record is
+        # reported before what the records after it in the group make the detectors say.
+        for (offset, key, _), d in zip(records, decoded, strict=True):
+            pos = RecordPos(topic, partition, offset, now_ms)
+            for listener in self.outcome_listeners:
+                try:
+                    listener(pos, key, d)
+                except Exception as exc:  # bookkeeping must not lose the record's dead letters
+                    logging.getLogger(__name__).error("ingest: outcome listener failed: %r", exc)
         try:
             self.router.route(merge(decoded), RecordPos(topic, partition, records[-1][0], now_ms))
         except Exception as exc:  # a stage bug must not stop ingest; the input is kept
@@ -180,12 +190,6 @@ class IngestStage:
             for dl in letters:
                 m.events_invalid.labels(dl.reason).inc()
             out.extend(letters)
-            pos = RecordPos(topic, partition, offset, now_ms)
-            for listener in self.outcome_listeners:
-                try:
-                    listener(pos, key, d)
-                except Exception as exc:  # bookkeeping must not lose the record's dead letters
-                    logging.getLogger(__name__).error("ingest: outcome listener failed: %r", exc)
         return out
 
     def _count(self, d: Decoded, now_ms: int) -> None:
