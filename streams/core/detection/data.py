@@ -185,17 +185,13 @@ class DataMonitor:
             return None
         n = 0 if self.hist is None else self.hist.n
         start_ms = int(batch.event_time_ms.min()) if self.hist is None else self.window_start_ms
-        stretch = self.window_stretch()
-        need_n = self.cfg.window_events * stretch
-        need_ms = self.cfg.window_ms * stretch
-        if n + len(batch) * self.sample_p < min(need_n, self.cfg.max_window_events):
-            return None
+        if not self._window_full(n + len(batch) * self.sample_p, int(batch.event_time_ms.max()) - start_ms):
+            return None  # not even the whole batch fills the window
         end, newest = 0, start_ms
         for length in parts[:-1]:
             newest = max(newest, int(batch.event_time_ms[end : end + length].max()))
             end += length
-            n_est = n + end * self.sample_p
-            if (n_est >= need_n and newest - start_ms >= need_ms) or n_est >= self.cfg.max_window_events:
+            if self._window_full(n + end * self.sample_p, newest - start_ms):
                 return end
         return None
 
@@ -214,12 +210,15 @@ class DataMonitor:
         span_ms = int(batch.event_time_ms.max()) - self.window_start_ms
         if span_ms >= RATE_PROBE_MS:
             self._rate_limit(self.window_seen, span_ms)
-        n = self.hist.n
-        stretch = self.window_stretch()
-        if (n >= self.cfg.window_events * stretch and span_ms >= self.cfg.window_ms * stretch) or (
-            n >= self.cfg.max_window_events
-        ):
+        if self._window_full(self.hist.n, span_ms):
             self._close_window(int(batch.event_time_ms.max()), pos, out)
+
+    def _window_full(self, n: float, span_ms: int) -> bool:
+        """Whether a window of ``n`` sampled events spanning ``span_ms`` closes (thresholds stretched)."""
+        stretch = self.window_stretch()
+        return (n >= self.cfg.window_events * stretch and span_ms >= self.cfg.window_ms * stretch) or (
+            n >= self.cfg.max_window_events
+        )
 
     def window_stretch(self) -> float:
         """Factor in ``[1, 1 + window_jitter)`` on the open window's ``window_events`` and ``window_ms``.
