@@ -41,7 +41,7 @@ from streams.core.join import (
 )
 from streams.core.metrics_config import EngineConfig, ModelConfig
 from streams.core.outcomes import fold_matches
-from streams.core.pane import PaneState
+from streams.core.pane import PaneState, pane_chunk
 from streams.core.sampling import feature_sample
 from streams.core.series import Accumulator, ClosedWindow, Series, SeriesKey
 from streams.core.snapshot import METRICS_V1, base_result, label_result, versus_result
@@ -423,24 +423,28 @@ class MetricsEngine:
             pane, closed, _ = series.route(self.cfg.windows, ps, closed_before, self._new_pane)
             # Guarded by (prediction record, label record), not by the record being read: see
             # streams.core.pane. A cell that took labels is written at the end of the record.
-            if pane is not None and self._fold_pairs(pane, pairs, mcfg):
+            if pane is not None and self._fold_pairs(pane, ps, pairs, mcfg):
                 self._touched_panes[(key, ps)] = pane
             for cw in closed:
-                if self._fold_pairs(cw.labels, pairs, mcfg):
+                if self._fold_pairs(cw.labels, ps, pairs, mcfg):
                     self._touched_closed[(key, cw.window.spec.name, cw.window.start_ms)] = cw
 
     @staticmethod
-    def _fold_pairs(cell: PaneState, pairs: dict[tuple[str, str], list[Match]], mcfg: ModelConfig) -> bool:
-        """Fold each (prediction record, label record) pair the cell has not taken.
+    def _fold_pairs(
+        cell: PaneState, ps: int, pairs: dict[tuple[str, str], list[Match]], mcfg: ModelConfig
+    ) -> bool:
+        """Fold each (prediction record, label record) pair of pane ``ps`` the cell has not taken.
 
-        The cell's guard keeps one label position per prediction record and label
-        source, so the pairs must come in label-record order: labels read before
-        their predictions wait as orphans, and a chunk that arrives later matches
-        the orphans of several label records at once, in the chunk's row order.
+        The cell's guard keeps one label position per prediction record, pane
+        (a closed window spans several: :func:`streams.core.pane.pane_chunk`)
+        and label source, so the pairs must come in label-record order: labels
+        read before their predictions wait as orphans, and a chunk that arrives
+        later matches the orphans of several label records at once, in the
+        chunk's row order.
         """
         took = False
         for (chunk_id, label_record), group in sorted(pairs.items(), key=_label_position):
-            if cell.take_pair(chunk_id, label_record):
+            if cell.take_pair(pane_chunk(chunk_id, ps), label_record):
                 fold_matches(cell, group, mcfg.task)
                 took = True
         return took

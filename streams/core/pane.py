@@ -16,11 +16,18 @@ labels: a label is counted when the later of its prediction and its feedback
 record arrives, and a replay may read the two topics in the other order, so the
 same count would come under the other record's guard and be skipped (lost) or
 taken twice. Label counts are guarded by ``label_pairs`` instead: per (prediction
-record, label source) the position of the newest label record whose matches were
-folded in. Each topic partition is read in order, so when the matches of one
-pair were folded, those of every earlier label record with the same prediction
-record had been folded too: one position per pair is the whole guard, and it sits
-in the same cell as the counts it guards.
+record *and pane*, label source) the position of the newest label record whose
+matches were folded in. Each topic partition is read in order, so when the
+matches of one pair were folded into a pane, those of every earlier label record
+with the same prediction record had been folded into it too: one position per
+pair is the whole guard, and it sits in the same cell as the counts it guards.
+
+Why per pane (:func:`pane_chunk`). A window over several panes merges their
+guards, and one prediction record (one label record) can hold events of two
+panes. Keyed by the prediction record alone, the second pane's share of a pair
+that reaches a closed window would be refused as already taken, and a window
+merged from panes that a crash persisted at different label records would take
+the newer pane's position for both, refusing the older pane's replay.
 """
 
 from __future__ import annotations
@@ -48,6 +55,15 @@ def predicted_values(predictions: list[Any]) -> list[Any]:
     if not any(type(p) is dict for p in predictions):
         return predictions
     return [top_class(p) if type(p) is dict else p for p in predictions]
+
+
+def pane_chunk(chunk_id: str, pane_start_ms: int) -> str:
+    """The label-pair guard's name for the events of prediction record ``chunk_id`` in one pane.
+
+    >>> pane_chunk("pred:0:7:0", 60_000)
+    'pred:0:7:0@60000'
+    """
+    return f"{chunk_id}@{pane_start_ms}"
 
 
 class PaneState:
@@ -150,7 +166,8 @@ class PaneState:
     def take_pair(self, chunk_id: str, label_record: str) -> bool:
         """Whether the labels of ``label_record`` joined to ``chunk_id`` are new to this cell; marks them.
 
-        Both ids are ``source:offset:batch``.
+        ``label_record`` is ``source:offset:batch``; ``chunk_id`` names the
+        prediction record, for the engine with its pane (:func:`pane_chunk`).
 
         >>> p = PaneState()
         >>> p.take_pair("pred:0:7:0", "fb:0:3:0"), p.take_pair("pred:0:7:0", "fb:0:3:0")
@@ -178,7 +195,7 @@ class PaneState:
         """
         for source, seen in list(self.label_pairs.items()):
             for chunk_id, pos in list(seen.items()):
-                if committed.done(source, pos[0]) and committed.record_done(chunk_id):
+                if committed.done(source, pos[0]) and committed.record_done(chunk_id.split("@", 1)[0]):
                     del seen[chunk_id]
             if not seen:
                 del self.label_pairs[source]

@@ -338,3 +338,67 @@ def test_labels_of_several_records_read_before_their_prediction_all_count(
     eng.advance(now_ms=0)
     got = snaps_by_key(eng.take_snapshots())
     assert got[("v1", None, "1m", T0)]["labels"]["labelled"] == 2
+
+
+# A prediction record whose events straddle a pane boundary (two minutes of events here), labelled
+# by label records that do too: a 2m/1m window spans both panes, the 1m windows one each.
+STRADDLE = [T0 + 30_000 + 1_000 * i for i in range(60)]  # T0+30s .. T0+89s: panes T0 and T0+60s
+STRADDLE_IDS = [f"s{i}" for i in range(60)]
+
+
+def _straddle_labels(rows: list[int]) -> FeedbackBatch:
+    return labels([STRADDLE_IDS[i] for i in rows], [0.5] * len(rows), T0 + 100_000)
+
+
+def _labelled(eng: MetricsEngine) -> dict[tuple[str, int], int]:
+    got = snaps_by_key(eng.take_snapshots())
+    return {(w, s): got[("v1", None, w, s)]["labels"]["labelled"]
+            for w, s in (("1m", T0), ("1m", T0 + 60_000), ("2m/1m", T0))}
+
+
+WANT_STRADDLE = {("1m", T0): 30, ("1m", T0 + 60_000): 30, ("2m/1m", T0): 60}
+
+
+@pytest.mark.parametrize("labels_after_close", [False, True])
+def test_a_label_record_spanning_two_panes_counts_in_a_window_over_both(labels_after_close: bool) -> None:
+    """One (prediction record, label record) pair reaches a closed 2m window from each of its two panes."""
+    eng = MetricsEngine(cfg(), 0)
+    eng.on_predictions(preds(STRADDLE_IDS, STRADDLE), "p:0", 0, now_ms=0)
+    if labels_after_close:
+        eng.on_predictions(preds(["x"], [T0 + 300_000]), "p:0", 1, now_ms=0)
+        eng.advance(now_ms=0)
+    eng.on_feedback(_straddle_labels(list(range(60))), "fb:0", 0, now_ms=0)
+    eng.advance(now_ms=0)
+    eng.on_predictions(preds(["y"], [T0 + 400_000]), "p:0", 2, now_ms=0)
+    eng.advance(now_ms=0)
+    assert _labelled(eng) == WANT_STRADDLE
+
+
+def test_a_crash_that_persisted_one_pane_ahead_of_the_other_loses_no_label_of_a_window_over_both() -> None:
+    """Panes of one window may be persisted at different label records; the window keeps each pane's guard.
+
+    The second label record's panes are written later pane first (its rows list the later
+    minute first), so a crash can persist that pane without the earlier one. The restarted
+    worker closes the windows before the label record is replayed: the replay must still
+    count in the 2m window what the earlier pane missed.
+    """
+    first_rows = list(range(0, 60, 2))  # both panes
+    second_rows = list(range(59, 0, -2))  # both panes, the later one first
+    eng = MetricsEngine(cfg(), 0)
+    eng.on_predictions(preds(STRADDLE_IDS, STRADDLE), "p:0", 0, now_ms=0)
+    eng.on_feedback(_straddle_labels(first_rows), "fb:0", 0, now_ms=0)
+    persisted = dict(eng.take_writes())
+    eng.on_feedback(_straddle_labels(second_rows), "fb:0", 1, now_ms=0)
+    flush = eng.take_writes()
+    panes = [i for i, (k, _) in enumerate(flush) if k.startswith(b'["pane"')]
+    assert len(panes) == 2 and b"%d" % (T0 + 60_000) in flush[panes[0]][0]  # the later pane is first
+    for cut in range(len(flush) + 1):
+        table = dict(persisted)
+        table.update(flush[:cut])
+        restarted = MetricsEngine(cfg(), 0)
+        restarted.restore([(k, v) for k, v in table.items() if v is not None], now_ms=0)
+        restarted.on_predictions(preds(["x"], [T0 + 300_000]), "p:0", 1, now_ms=0)
+        restarted.advance(now_ms=0)  # every window over the two panes closes before the replay
+        restarted.on_feedback(_straddle_labels(second_rows), "fb:0", 1, now_ms=0)
+        restarted.advance(now_ms=0)
+        assert _labelled(restarted) == WANT_STRADDLE, f"crash after {cut} of {len(flush)} writes"
