@@ -590,7 +590,7 @@ class Worker:
         data.parent.mkdir(parents=True, exist_ok=True)
         self._config_path = data.parent / f"{self.s.app_id}.yaml"
         self._config_path.write_text(self.config_yaml)
-        env = {"DRIFTLINE_COALESCE_RECORDS": "64", **os.environ, "DRIFTLINE_CONFIG": str(self._config_path),
+        env = {**os.environ, "DRIFTLINE_CONFIG": str(self._config_path),
                "DRIFTLINE_BOOTSTRAP_SERVERS": self.s.bootstrap, "DRIFTLINE_TOPIC_PREFIX": self.s.topic_prefix,
                "DRIFTLINE_APP_ID": self.s.app_id, "DRIFTLINE_DATA_DIR": self.s.data_dir,
                "DRIFTLINE_WEB_PORT": str(self.s.web_port), "DRIFTLINE_PARTITIONS": str(self.s.partitions)}

@@ -129,9 +129,7 @@ class Settings:
     replication_factor: int = 1
     max_record_bytes: int = 4 * 1024 * 1024
     #: The most input records the worker folds as one group (1: record by record); see streams.core.grouping.
-    #: Opt-in for now: the metrics kill -9 integration test lost labels of one window in 2 of 4
-    #: full-suite runs with 64, not yet explained (loadtest/benchmark.py runs its worker with 64).
-    coalesce_records: int = 1
+    coalesce_records: int = 64
     #: The longest the worker waits to fill a group before it folds what it has.
     coalesce_wait_ms: int = 50
     kafka_version: str = "4.3.1"
