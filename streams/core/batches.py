@@ -73,7 +73,7 @@ class PredictionBatch:
             event_time_ms=self.event_time_ms[start:stop],
             latency_ms=self.latency_ms[start:stop],
             is_error=self.is_error[start:stop],
-            features=FeatureColumns({k: v[start:stop] for k, v in self.features.items()}),
+            features=_columns(self.features).slice(start, stop),
             prediction=None if self.prediction is None else self.prediction[start:stop],
             segment=None if self.segment is None else {k: v[start:stop] for k, v in self.segment.items()},
             request_id=None if self.request_id is None else self.request_id[start:stop],
@@ -94,7 +94,7 @@ class PredictionBatch:
             event_time_ms=self.event_time_ms[index],
             latency_ms=self.latency_ms[index],
             is_error=self.is_error[index],
-            features=FeatureColumns({k: pick(v) for k, v in self.features.items()}),
+            features=_columns(self.features).take(idx),
             prediction=None if self.prediction is None else pick(self.prediction),
             segment=None if self.segment is None else {k: pick(v) for k, v in self.segment.items()},
             request_id=None if self.request_id is None else pick(self.request_id),
@@ -121,6 +121,10 @@ class FeedbackBatch:
             label=[self.label[i] for i in idx],
             event_time_ms=self.event_time_ms[index],
         )
+
+
+def _columns(features: Mapping[str, list[Any]]) -> FeatureColumns:
+    return features if isinstance(features, FeatureColumns) else FeatureColumns(features)
 
 
 def first_occurrences(ids: Sequence[str]) -> tuple[npt.NDArray[np.intp], list[int]]:

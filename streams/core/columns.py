@@ -130,6 +130,42 @@ class FeatureColumns(dict[str, list[Any]]):
         """Whether a column holds only strings and None (its values are their own labels)."""
         return self.types(name) <= TEXT_TYPES
 
+    def take(self, index: Sequence[int]) -> FeatureColumns:
+        """The rows at ``index`` (in that order); float conversions already made are taken, not redone.
+
+        A conversion is value by value, so the rows of a converted column are
+        the conversion of those rows: sampling a batch that one stage already
+        converted costs the sample, not the batch.
+
+        >>> cols = FeatureColumns({"x": [1.0, None, 3], "c": ["a", "b", "a"]})
+        >>> _ = cols.numeric("x")
+        >>> part = cols.take([2, 0])
+        >>> part["x"], part.numeric("x")[0].tolist(), part["c"]
+        ([3, 1.0], [3.0, 1.0], ['a', 'a'])
+        """
+        out = FeatureColumns({k: list(map(v.__getitem__, index)) for k, v in self.items()})
+        if self._numeric:
+            rows = np.asarray(index, dtype=np.intp)
+            for name, (x, other) in self._numeric.items():
+                picked = None if other is None else other[rows]
+                out._numeric[name] = (x[rows], picked if picked is not None and picked.any() else None)
+        return out
+
+    def slice(self, start: int, stop: int) -> FeatureColumns:
+        """Rows ``start:stop``, keeping the float conversions already made (as views).
+
+        >>> cols = FeatureColumns({"x": [1.0, "a", 3]})
+        >>> part = cols.slice(1, 3)
+        >>> _ = cols.numeric("x"); part2 = cols.slice(2, 3)
+        >>> part["x"], part.numeric("x")[1].tolist(), part2.numeric("x")[0].tolist(), part2.numeric("x")[1]
+        (['a', 3], [True, False], [3.0], None)
+        """
+        out = FeatureColumns({k: v[start:stop] for k, v in self.items()})
+        for name, (x, other) in self._numeric.items():
+            picked = None if other is None else other[start:stop]
+            out._numeric[name] = (x[start:stop], picked if picked is not None and picked.any() else None)
+        return out
+
     def counts(self, name: str) -> Counter[Any]:
         """``Counter`` of a column's values (as they are: ``1`` and ``True`` collide, callers check types)."""
         c = self._counts.get(name)

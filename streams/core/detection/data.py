@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from streams.core.batches import PredictionBatch, top_class
+from streams.core.columns import FeatureColumns
 from streams.core.detection.config import DataConfig
 from streams.core.detection.guard import OffsetGuard
 from streams.core.detection.signals import make_signal
@@ -152,24 +153,22 @@ class DataMonitor:
             return out
         self.guard.mark(source, offset, batch_index)
         out.changed = True
-        preds = self._predictions(batch)
         pos = (source, offset, batch_index)
         if found is None and self.own_profile is not None:
             found = (self.profile_id or "", self.own_profile)
         if found is not None and found[0] != self.profile_id:
             self._switch(found, batch, pos, out)
         if self.profile is None:
-            self._warm_up(batch, preds, out)
+            self._warm_up(batch, self._predictions(batch.prediction), out)
             return out
         k = 0
         while True:
             cut = self._cut(batch)
             piece = batch if cut is None else batch.slice(0, cut)
-            part_preds = preds if cut is None or preds is None else preds[:cut]
-            self._fold(piece, part_preds, pos if k == 0 else (source, offset, f"{batch_index}.{k}"), out)
+            self._fold(piece, pos if k == 0 else (source, offset, f"{batch_index}.{k}"), out)
             if cut is None:
                 return out
-            batch, preds, k = batch.slice(cut, len(batch)), None if preds is None else preds[cut:], k + 1
+            batch, k = batch.slice(cut, len(batch)), k + 1
 
     def _cut(self, batch: PredictionBatch) -> int | None:
         """Where to split a batch of several records: a window closes at a record's end, not the batch's.
@@ -195,13 +194,12 @@ class DataMonitor:
                 return end
         return None
 
-    def _fold(self, batch: PredictionBatch, preds: list[Any] | None, pos: tuple[Any, ...],
-              out: DataOutcome) -> None:
+    def _fold(self, batch: PredictionBatch, pos: tuple[Any, ...], out: DataOutcome) -> None:
         """Fold rows into the open window (opening one if needed); close it once past its thresholds."""
         if self.hist is None:
             self._open_window(int(batch.event_time_ms.min()))
         assert self.hist is not None
-        features, preds, n_rows = self._sample(batch, preds, pos)
+        features, preds, n_rows = self._sample(batch, pos)
         self.window_seen += len(batch)
         if n_rows:
             self.hist.add(features, preds, rows_seed(*pos))
@@ -247,15 +245,20 @@ class DataMonitor:
         return 1.0 + self.cfg.window_jitter * unit
 
     def _sample(
-        self, batch: PredictionBatch, preds: list[Any] | None, pos: tuple[Any, ...]
+        self, batch: PredictionBatch, pos: tuple[Any, ...]
     ) -> tuple[dict[str, list[Any]], list[Any] | None, int]:
-        """The rows the tests see: all of them, or each with probability :attr:`sample_p`."""
+        """The rows the tests see (features, predictions as labels): all, or each with probability
+        :attr:`sample_p`. Only the sampled rows are copied, and the float conversions the metrics
+        stage already made of the batch are reused (:meth:`FeatureColumns.take`)."""
         if self.sample_p >= 1.0:
-            return batch.features, preds, len(batch)
+            return batch.features, self._predictions(batch.prediction), len(batch)
         keys = row_keys(rows_seed(*pos) ^ _SAMPLE_SALT, 0, len(batch), bits=53)
         idx = np.flatnonzero(keys < np.uint64(int(self.sample_p * 2**53))).tolist()
-        features = {k: [v[i] for i in idx] for k, v in batch.features.items()}
-        return features, None if preds is None else [preds[i] for i in idx], len(idx)
+        cols = batch.features
+        features = (cols.take(idx) if isinstance(cols, FeatureColumns)
+                    else {k: list(map(v.__getitem__, idx)) for k, v in cols.items()})
+        raw = batch.prediction
+        return features, self._predictions(None if raw is None else list(map(raw.__getitem__, idx))), len(idx)
 
     def _open_window(self, start_ms: int) -> None:
         """Start a window; it keeps a row sample only if the domain classifier is due at its close.
@@ -272,10 +275,11 @@ class DataMonitor:
         self.hist = WindowHistogram(self.profile, sample_rows=SAMPLE_ROWS if due else 0)
 
     @staticmethod
-    def _predictions(batch: PredictionBatch) -> list[Any] | None:
-        if batch.prediction is None:
+    def _predictions(raw: list[Any] | None) -> list[Any] | None:
+        """Predictions as the tests see them: a class-probability map is its top class."""
+        if raw is None:
             return None
-        return [top_class(p) if isinstance(p, dict) and p else p for p in batch.prediction]
+        return [top_class(p) if isinstance(p, dict) and p else p for p in raw]
 
     def _switch(
         self,

@@ -60,6 +60,7 @@ from streams.core.drift.profile import (
     category_label,
     numeric_column,
     row_keys,
+    smallest_keys,
 )
 
 __all__ = ["NEW_CATEGORIES_CAP", "STATE_KIND", "CategoricalBins", "NumericBins", "WindowHistogram"]
@@ -437,8 +438,8 @@ class WindowHistogram:
         if self.sample_rows:
             k = row_keys(int(rows_seed), 0, n, bits=_KEY_BITS)
             if self._s_threshold is None:
-                cand = list(range(n))
-                keys = k.tolist()
+                cand = smallest_keys(k, self.sample_rows)
+                keys = k[cand].tolist()
             else:
                 sel = np.flatnonzero(k < np.uint64(self._s_threshold))
                 cand = sel.tolist()

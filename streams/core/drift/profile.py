@@ -766,6 +766,21 @@ class _ColumnAcc:
         return self.numeric_profile(n_events, n_bins)
 
 
+def smallest_keys(keys: UIntArray, k: int) -> list[int]:
+    """Positions of the ``k`` smallest ``keys`` (ties: first), in position order.
+
+    A bottom-k row sample keeps the rows of the ``k`` smallest keys over
+    everything added, so a row outside the ``k`` smallest of its own batch can
+    never be kept: converting and holding it is wasted work.
+
+    >>> smallest_keys(np.array([9, 3, 7, 3, 1], dtype=np.uint64), 3)
+    [1, 3, 4]
+    """
+    if len(keys) <= k:
+        return list(range(len(keys)))
+    return sorted(np.argsort(keys, kind="stable")[:k].tolist())
+
+
 def _sample_value(v: Any) -> float | str | None:
     if v is None:
         return None
@@ -913,7 +928,7 @@ class ProfileBuilder:
         if self.sample_rows == 0:
             return
         if self._s_threshold is None:
-            cand: list[int] = list(range(len(keys)))
+            cand: list[int] = smallest_keys(keys, self.sample_rows)
         else:
             cand = np.flatnonzero(keys < _U64(self._s_threshold)).tolist()
         if not cand:
