@@ -18,7 +18,7 @@ dict, which the stages accept too (they then convert for themselves).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -146,9 +146,7 @@ class FeatureColumns(dict[str, list[Any]]):
         out = FeatureColumns({k: list(map(v.__getitem__, index)) for k, v in self.items()})
         if self._numeric:
             rows = np.asarray(index, dtype=np.intp)
-            for name, (x, other) in self._numeric.items():
-                picked = None if other is None else other[rows]
-                out._numeric[name] = (x[rows], picked if picked is not None and picked.any() else None)
+            self._carry_numeric(out, lambda a: a[rows])
         return out
 
     def slice(self, start: int, stop: int) -> FeatureColumns:
@@ -161,10 +159,14 @@ class FeatureColumns(dict[str, list[Any]]):
         (['a', 3], [True, False], [3.0], None)
         """
         out = FeatureColumns({k: v[start:stop] for k, v in self.items()})
-        for name, (x, other) in self._numeric.items():
-            picked = None if other is None else other[start:stop]
-            out._numeric[name] = (x[start:stop], picked if picked is not None and picked.any() else None)
+        self._carry_numeric(out, lambda a: a[start:stop])
         return out
+
+    def _carry_numeric(self, out: FeatureColumns, pick: Callable[[Any], Any]) -> None:
+        """Give ``out`` (rows of this one, chosen by ``pick``) the float conversions made so far."""
+        for name, (x, other) in self._numeric.items():
+            mask = None if other is None else pick(other)
+            out._numeric[name] = (pick(x), mask if mask is not None and mask.any() else None)
 
     def counts(self, name: str) -> Counter[Any]:
         """``Counter`` of a column's values (as they are: ``1`` and ``True`` collide, callers check types)."""
