@@ -322,6 +322,9 @@ def _summarize(columns: FeatureColumns, names: list[str], w: FloatArray | None, 
             if key_types <= _CATEGORY_KEY_TYPES:
                 parts[j].set_categorical(counts, key_types)
                 continue
+        if columns.numbers_only(name):  # the common case, checked in C without the types
+            numeric.append(j)
+            continue
         kinds = {_kind_of(t) for t in columns.types(name)}
         if kinds <= _NUMERIC_KINDS:
             numeric.append(j)

@@ -61,3 +61,16 @@ def test_conversions_are_carried_not_redone() -> None:
     part = cols.slice(1, 4)
     assert np.shares_memory(part.numeric("floats")[0], x)  # a view of the batch's conversion
     assert "ints and none" not in part._numeric  # only what was converted before is carried
+
+
+@pytest.mark.parametrize("name", list(COLUMNS))
+def test_numbers_only_agrees_with_the_value_types(name: str) -> None:
+    """msgspec's check in C and the Python pass over the types must tell numeric columns alike."""
+    cols = FeatureColumns(COLUMNS)
+    by_types = all((t in (int, float) or t is type(None)) for t in cols.types(name))
+    expect = by_types and name != "huge int"  # beyond the float range: the long way (same result)
+    assert cols.numbers_only(name) == expect
+    x, other = cols.numeric(name)
+    want_x, want_other = numeric_column(COLUMNS[name])
+    np.testing.assert_array_equal(x, want_x)
+    assert (other is None) == (want_other is None)
