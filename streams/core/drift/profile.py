@@ -893,7 +893,7 @@ class ProfileBuilder:
             if not isinstance(name, str) or not name or name == PREDICTION:
                 raise ValueError(f"features: invalid feature name {name!r} (non-empty, not {PREDICTION!r})")
             try:
-                if memo is not None and memo.is_text(name):  # labels as they are
+                if memo is not None and not memo.numbers_only(name) and memo.is_text(name):  # labels
                     prepared[name] = (np.full(len(col), np.nan), [v for v in col if v is not None])
                 else:
                     prepared[name] = _prepare(col, memo.numeric(name) if memo is not None else None)
