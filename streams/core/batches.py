@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import Any
 
 import numpy as np
@@ -56,9 +56,12 @@ class PredictionBatch:
     def slice(self, start: int, stop: int) -> PredictionBatch:
         """Rows ``start:stop`` as a new batch (list slices, no per-row work); ``parts`` cut to match.
 
-        >>> b = concat_predictions([prediction_rows("m", 2), prediction_rows("m", 3, start_ms=2)])
+        >>> def rows(ids):
+        ...     n = len(ids)
+        ...     return PredictionBatch("m", "v1", ids, np.arange(n), np.ones(n), np.zeros(n, dtype=bool))
+        >>> b = concat_predictions([rows(["a", "b"]), rows(["c", "d", "e"])])
         >>> b.parts, b.slice(1, 4).parts, b.slice(2, 5).event_id
-        ((2, 3), (1, 2), ['m-2', 'm-3', 'm-4'])
+        ((2, 3), (1, 2), ['c', 'd', 'e'])
         """
         parts = None
         if self.parts is not None:
@@ -85,7 +88,7 @@ class PredictionBatch:
         idx = index.tolist()
 
         def pick(col: list[Any]) -> list[Any]:
-            return [col[i] for i in idx]
+            return list(map(col.__getitem__, idx))
 
         return PredictionBatch(
             model=self.model,
@@ -222,7 +225,7 @@ def concat_predictions(batches: Sequence[PredictionBatch]) -> PredictionBatch:
     return PredictionBatch(
         model=first.model,
         model_version=first.model_version,
-        event_id=[e for b in batches for e in b.event_id],
+        event_id=list(chain.from_iterable(b.event_id for b in batches)),
         event_time_ms=np.concatenate([b.event_time_ms for b in batches]),
         latency_ms=np.concatenate([b.latency_ms for b in batches]),
         is_error=np.concatenate([b.is_error for b in batches]),
@@ -232,13 +235,6 @@ def concat_predictions(batches: Sequence[PredictionBatch]) -> PredictionBatch:
         request_id=_concat_optional([b.request_id for b in batches], sizes),
         parts=tuple(p for b in batches for p in (b.parts or (len(b),))),
     )
-
-
-def prediction_rows(model: str, n: int, start_ms: int = 0) -> PredictionBatch:
-    """``n`` error-free predictions at ``start_ms``, ``start_ms + 1``... (ids ``{model}-{ms}``)."""
-    times = np.arange(start_ms, start_ms + n, dtype=np.int64)
-    return PredictionBatch(model, "v1", [f"{model}-{t}" for t in times.tolist()], times, np.ones(n),
-                           np.zeros(n, dtype=bool))
 
 
 def concat_feedback(batches: Sequence[FeedbackBatch]) -> FeedbackBatch:
@@ -260,7 +256,7 @@ def concat_feedback(batches: Sequence[FeedbackBatch]) -> FeedbackBatch:
             raise ValueError(f"concat_feedback: {b.model} mixed with {first.model}")
     return FeedbackBatch(
         model=first.model,
-        event_id=[e for b in batches for e in b.event_id],
-        label=[v for b in batches for v in b.label],
+        event_id=list(chain.from_iterable(b.event_id for b in batches)),
+        label=list(chain.from_iterable(b.label for b in batches)),
         event_time_ms=np.concatenate([b.event_time_ms for b in batches]),
     )
