@@ -168,6 +168,27 @@ def consume_all(s: Settings, topic: str, expected: int, timeout_s: float = 60) -
     return out
 
 
+def wait_changelog(s: Settings, key_prefix: bytes, timeout_s: float = 60) -> bool:
+    """Wait until the state changelog holds a cell whose key starts with ``key_prefix``.
+
+    A worker counts a cell write when it hands the cell to faust's producer, not when the broker
+    has it: a kill -9 test that must restart *from* the changelog waits here before killing.
+    """
+    c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": f"cl-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([f"{s.app_id}-state-changelog"])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for msg in c.consume(1000, timeout=0.5):
+                key = msg.key()
+                if msg.error() is None and msg.value() is not None and key and key.startswith(key_prefix):
+                    return True
+    finally:
+        c.close()
+    return False
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -24,7 +24,7 @@ from confluent_kafka import Consumer
 from streams.app.profiles import profile_key
 from streams.config import Settings, load_settings
 from streams.profile_cli import build_profile, publish
-from tests.integration.conftest import metric_value, producer
+from tests.integration.conftest import metric_value, producer, wait_changelog
 from tests.integration.test_ingest import wait_metric
 from tests.integration.test_metrics import assert_same
 
@@ -318,6 +318,9 @@ def test_kill_9_keeps_detector_state_and_nothing_is_redetected(
     send(settings, labels[:half], "feedback")
     assert wait_metric(first, "driftline_detection_state_writes_total", 1) >= 1
     assert wait_metric(first, "driftline_events_in_total", half * BATCH, kind="feedback")
+    # A counted write is one handed to the producer: the restart must find cells in the changelog
+    # (a CI run killed the worker before any reached the broker, and it rebuilt all from offset 0).
+    assert wait_changelog(settings, b'["d:'), "no detector cell reached the changelog"
     first.proc.send_signal(signal.SIGKILL)  # no clean shutdown, no final commit
     first.proc.wait()
     second = detection_worker()

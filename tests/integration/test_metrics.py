@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from streams.config import Settings
-from tests.integration.conftest import metric_value, producer
+from tests.integration.conftest import metric_value, producer, wait_changelog
 from tests.integration.test_ingest import wait_metric
 from tests.integration.traffic import (
     CONFIG,
@@ -205,6 +205,7 @@ def test_kill_9_mid_window_then_restart_gives_the_same_final_metrics(
     send(settings, traffic.feedback[: len(traffic.feedback) // 4], "feedback")
     # Some state reaches the changelog (it is flushed before each offset commit) ...
     assert wait_metric(first, "driftline_state_writes_total", 1) >= 1
+    assert wait_changelog(settings, b'["pane"'), "no pane reached the changelog"
     # ... and some does not: kill right after the next records are processed.
     send(settings, traffic.predictions[quarter:half], "predictions")
     send(settings, traffic.feedback[len(traffic.feedback) // 4 : len(traffic.feedback) // 2], "feedback")
