@@ -17,8 +17,9 @@ Two complementary views, both against the same reference:
   classifier tells reference rows from current rows; its AUC is the
   multivariate drift score.
 * **Bounded cost.** Above ``max_events_per_s`` per model version (measured
-  in event time over the open window once it spans :data:`RATE_PROBE_MS`, and
-  over the whole previous window before that) both views see a uniform random
+  in event time over the open window once it spans :data:`RATE_PROBE_MS`, or
+  once it holds the events that span brings at the limit rate (see
+  :func:`rate_probe_due`), and over the whole previous window before that) both views see a uniform random
   sample of the rows, drawn from keys seeded by the batch's position, so a
   replay samples the same rows. Window and chunk sizes count sampled rows, so
   tests keep their power; only the cost stops growing with traffic.
@@ -64,6 +65,24 @@ def _hash64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
+def rate_probe_due(seen: int, span_ms: int, max_events_per_s: int) -> bool:
+    """Whether the open window's own rate (``seen`` events over ``span_ms``) may set the sampling share.
+
+    At :data:`RATE_PROBE_MS` of event time, or sooner, from :data:`RATE_PROBE_MIN_MS`, once the window
+    holds the events that span would bring at ``max_events_per_s``: the rows a model folds unsampled
+    before its rate is known are then bounded by the limit, not by its traffic (a model starting at
+    25,000 events/s used to fold 50,000 rows whole; now about 6,250).
+
+    >>> [rate_probe_due(seen, ms, 2_000) for seen, ms in [(1_000, 2_000), (4_000, 240), (4_000, 250)]]
+    [True, False, True]
+    >>> rate_probe_due(3_999, 1_999, 2_000)  # a slow model waits for the whole span
+    False
+    """
+    if span_ms >= RATE_PROBE_MS:
+        return True
+    return span_ms >= RATE_PROBE_MIN_MS and seen * 1000 >= max_events_per_s * RATE_PROBE_MS
+
+
 def rows_seed(source: str, offset: int, batch_index: int | str) -> int:
     """A 53-bit seed from a batch's position: a replay samples the same rows."""
     return _hash64(f"{source}:{offset}:{batch_index}") >> 11
@@ -73,6 +92,10 @@ def rows_seed(source: str, offset: int, batch_index: int | str) -> int:
 #: starts (or comes back from a backlog) at 25,000 events/s is sampled after 2 s of event time
 #: instead of after its first whole window (60 s, up to ``max_window_events`` events).
 RATE_PROBE_MS = 2_000
+#: ... or sooner, once it holds the ``max_events_per_s * RATE_PROBE_MS`` events that span would
+#: bring at the limit rate, if they span at least this much event time (a 500-event batch spans
+#: 20 ms at 25,000 events/s: the rate of a few batches, with their jitter, is not yet a rate).
+RATE_PROBE_MIN_MS = 250
 SAMPLE_ROWS = 256  # current rows kept for the domain classifier (against the profile's 500)
 _MIN_SAMPLE_P = 1e-4  # a window of identical event times reads as an infinite rate: keep some rows
 _SAMPLE_SALT = 0x5EED_D21F  # rate sampling draws keys independent of the domain classifier's row sample
@@ -206,7 +229,7 @@ class DataMonitor:
             if self.cfg.sequential:
                 self._chunks(self.hist.batch_moments(), n_rows, batch, pos, out)
         span_ms = int(batch.event_time_ms.max()) - self.window_start_ms
-        if span_ms >= RATE_PROBE_MS:
+        if rate_probe_due(self.window_seen, span_ms, self.cfg.max_events_per_s):
             self._rate_limit(self.window_seen, span_ms)
         if self._window_full(self.hist.n, span_ms):
             self._close_window(int(batch.event_time_ms.max()), pos, out)

@@ -59,6 +59,25 @@ def test_a_fast_stream_is_sampled_before_its_first_long_window_closes() -> None:
     assert mon.hist.n < mon.window_seen / 2  # the tests saw a fraction of the events
 
 
+def test_a_fast_stream_is_sampled_once_it_holds_the_probe_s_events_at_the_limit_rate() -> None:
+    """A model starting far above the limit folds about ``max_events_per_s * RATE_PROBE_MS`` rows whole,
+    not ``RATE_PROBE_MS`` of its own traffic."""
+    from streams.core.detection.data import RATE_PROBE_MIN_MS, RATE_PROBE_MS
+
+    cfg = replace(FAST, data=replace(FAST.data, window_ms=600_000, window_events=10**6,
+                                            max_window_events=10**6))
+    records = fast(story(seed=0, batches=400, shift_at=10**9), events_per_ms=10)  # 10,000 events/s
+    early_ms = T0 + 2 * RATE_PROBE_MIN_MS
+    early = [(k, b) for k, b in records if k != "p" or int(b.event_time_ms.max()) < early_ms]
+    p = Pipeline(cfg)
+    p.feed(early)
+    mon = data_monitor(p)
+    assert mon.window_seen >= cfg.data.max_events_per_s * RATE_PROBE_MS // 1000  # past the probe's events
+    assert mon.sample_p == pytest.approx(0.1, rel=0.1)
+    # whole until the probe (2,000 events, or RATE_PROBE_MIN_MS), a tenth after it
+    assert mon.hist.n < 0.1 * mon.window_seen + RATE_PROBE_MIN_MS * 10 + 500
+
+
 def test_a_slow_stream_is_not_sampled() -> None:
     p = Pipeline(FAST)
     p.feed(story(seed=0, batches=16, shift_at=10**9))  # 10 events/s
