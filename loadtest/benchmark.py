@@ -803,13 +803,13 @@ def _closed(args: argparse.Namespace, bootstrap: str, out: Path, tag: str, work:
         clear_profiles(s)
         run_id = f"bench-{tag}-profile"
         ws = settings_for(bootstrap, prefix, run_id, work / run_id, args.web_port, args.partitions)
-        raw = out / "profile-c_full.txt"
-        eps, _ = worker_rate(ws, VARIANTS["c_full"][0], total, out / "logs" / f"{run_id}.log",
+        raw = out / f"profile-{args.profile_variant}.txt"
+        eps, _ = worker_rate(ws, VARIANTS[args.profile_variant][0], total, out / "logs" / f"{run_id}.log",
                              profile_path=raw)
         deadline = time.monotonic() + 30
         while not raw.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
-        profile = {"events_per_s_under_py_spy": eps, "raw": str(raw),
+        profile = {"variant": args.profile_variant, "events_per_s_under_py_spy": eps, "raw": str(raw),
                    **summarize_profile(raw.read_text().splitlines() if raw.exists() else [])}
 
     res: dict[str, Any] = {
@@ -922,7 +922,8 @@ def print_closed(res: Mapping[str, Any], prev: Mapping[str, Any] | None) -> None
 
 
 def print_profile(prof: Mapping[str, Any]) -> None:
-    t = Table(title=f"where the default worker's time goes (py-spy, {prof['samples']:,} samples, "
+    worker = "the default worker" if prof.get("variant", "c_full") == "c_full" else prof["variant"]
+    t = Table(title=f"where {worker}'s time goes (py-spy, {prof['samples']:,} samples, "
                     f"{prof['events_per_s_under_py_spy']:,.0f} events/s under the profiler)")
     t.add_column("stage")
     t.add_column("share of samples", justify="right")
@@ -1361,6 +1362,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="closed loop: one more default worker under py-spy; open loop: py-spy on the "
                          "worker for --profile-s after the warm-up")
     ap.add_argument("--profile-s", type=float, default=60.0, help="open loop: seconds of profile")
+    ap.add_argument("--profile-variant", choices=[k for k in VARIANTS], default="c_full",
+                    help="closed loop: the worker configuration --profile runs (default: the default one)")
     ap.add_argument("--keep-broker", action="store_true", help="leave the bench broker running at the end")
     ap.add_argument("--open-loop", metavar="RATE|auto", help="open loop at RATE events/s "
                     "(auto: 80 %% of the (c) median in <out>/benchmark.json)")
