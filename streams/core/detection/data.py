@@ -92,8 +92,8 @@ def rows_seed(source: str, offset: int, batch_index: int | str) -> int:
 #: starts (or comes back from a backlog) at 25,000 events/s is sampled after 2 s of event time
 #: instead of after its first whole window (60 s, up to ``max_window_events`` events).
 RATE_PROBE_MS = 2_000
-#: ... or sooner, once it holds the ``max_events_per_s * RATE_PROBE_MS`` events that span would
-#: bring at the limit rate, if they span at least this much event time (a 500-event batch spans
+#: ... or sooner, once it holds the events RATE_PROBE_MS brings at ``max_events_per_s`` (4,000 at
+#: the default 2,000), if they span at least this much event time (a 500-event batch spans
 #: 20 ms at 25,000 events/s: the rate of a few batches, with their jitter, is not yet a rate).
 RATE_PROBE_MIN_MS = 250
 SAMPLE_ROWS = 256  # current rows kept for the domain classifier (against the profile's 500)
