@@ -66,6 +66,15 @@ def pane_chunk(chunk_id: str, pane_start_ms: int) -> str:
     return f"{chunk_id}@{pane_start_ms}"
 
 
+def chunk_of(guard_id: str) -> str:
+    """The prediction record a label-pair guard entry names (:func:`pane_chunk` undone).
+
+    >>> chunk_of(pane_chunk("pred:0:7:0", 60_000)), chunk_of("pred:0:7:0")
+    ('pred:0:7:0', 'pred:0:7:0')
+    """
+    return guard_id.partition("@")[0]
+
+
 class PaneState:
     """Counts, sketches and label metrics of one (model, version, segment, pane)."""
 
@@ -195,7 +204,7 @@ class PaneState:
         """
         for source, seen in list(self.label_pairs.items()):
             for chunk_id, pos in list(seen.items()):
-                if committed.done(source, pos[0]) and committed.record_done(chunk_id.split("@", 1)[0]):
+                if committed.done(source, pos[0]) and committed.record_done(chunk_of(chunk_id)):
                     del seen[chunk_id]
             if not seen:
                 del self.label_pairs[source]
